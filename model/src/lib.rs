@@ -1,0 +1,26 @@
+//! pipetel's pure domain: stage events, keys, validation, projections, SLA rules and the fold.
+//!
+//! Nothing here does I/O or reads the clock: `now` is always a parameter, so every projection
+//! and alert decision can be replayed and tested as a plain function.
+#![forbid(unsafe_code)]
+
+mod error;
+mod event;
+mod rollup;
+mod sla;
+mod values;
+
+pub use error::{ConfigError, EventError};
+pub use event::{
+    event_sk, job_id, parse_job_id, EventItem, EventKey, Lane, StageEvent, JOB_STAGE,
+    MAX_ERROR_DETAILS_CHARS, MAX_ERROR_SUMMARY_CHARS,
+};
+pub use rollup::{
+    fold_by_job, FailedJob, JobMismatch, JobRollup, JobState, JobStatus, LastFailure, RetryPolicy,
+    RetryState, StageRollup,
+};
+pub use sla::{
+    AlertKind, AlertMessage, Breach, Deadline, Measure, Severity, SlaRules, SourceRules,
+    DEFAULT_RULES_TOML,
+};
+pub use values::{truncate_chars, Name, RunDate, Status, Timestamp, MAX_NAME_CHARS};
