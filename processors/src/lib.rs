@@ -1,1 +1,11 @@
+//! pipetel's adapters and entry points: the stream processor, its DynamoDB and SNS adapters,
+//! the Lambda handler and the CLI.
 #![forbid(unsafe_code)]
+
+pub mod adapters;
+pub mod decode;
+pub mod handler;
+pub mod ports;
+pub mod processor;
+pub mod settings;
+pub mod streams;

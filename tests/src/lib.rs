@@ -1,1 +1,356 @@
+//! Test harness: a real moto server on loopback, the pipetel tables, topic and queue in it, and
+//! helpers to write events, read the table's stream, and read the projections back.
 #![forbid(unsafe_code)]
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use aws_lambda_events::event::dynamodb::{Event, EventRecord};
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+    StreamSpecification, StreamViewType,
+};
+use aws_sdk_dynamodbstreams::types::ShardIteratorType;
+use pipetel_model::{AlertMessage, FailedJob, JobRollup, StageEvent};
+use pipetel_processors::adapters::{DynamoProjectionStore, SnsAlertSink};
+use pipetel_processors::decode::StreamBatch;
+use pipetel_processors::processor::StreamProcessor;
+use pipetel_processors::streams::to_lambda_record;
+
+pub const EVENTS_TABLE: &str = "pipeline-logs";
+pub const ROLLUPS_TABLE: &str = "job-rollups";
+pub const FAILED_JOBS_TABLE: &str = "failed-jobs";
+pub const ALERTS_TABLE: &str = "sla-alerts";
+
+/// A moto server on 127.0.0.1 and a free port, stopped when dropped.
+pub struct Moto {
+    child: Child,
+    pub endpoint: String,
+}
+
+impl Moto {
+    pub fn start() -> Self {
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+        let server = root.join(".venv/bin/moto_server");
+        assert!(
+            server.exists(),
+            "{} is missing: run ./scripts/setup-venv.sh (the README's test command does)",
+            server.display()
+        );
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new(server)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("moto_server starts");
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "moto did not listen on {addr} within 30 s"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Self {
+            child,
+            endpoint: format!("http://{addr}"),
+        }
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// SDK configuration for the local server: fixed region and dummy credentials, loopback only.
+pub async fn sdk_config(endpoint: &str) -> aws_config::SdkConfig {
+    assert!(
+        endpoint.starts_with("http://127.0.0.1:"),
+        "tests only talk to loopback"
+    );
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(endpoint)
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
+            "test", "test", None, None, "moto",
+        ))
+        .load()
+        .await
+}
+
+/// The pipetel tables, alert topic and a queue subscribed to it, in a fresh moto server.
+pub struct Stack {
+    pub moto: Moto,
+    pub config: aws_config::SdkConfig,
+    pub dynamodb: aws_sdk_dynamodb::Client,
+    pub streams: aws_sdk_dynamodbstreams::Client,
+    pub sns: aws_sdk_sns::Client,
+    pub sqs: aws_sdk_sqs::Client,
+    pub topic_arn: String,
+    pub queue_url: String,
+    pub stream_arn: String,
+}
+
+impl Stack {
+    pub async fn start() -> Self {
+        let moto = Moto::start();
+        let config = sdk_config(&moto.endpoint).await;
+        let dynamodb = aws_sdk_dynamodb::Client::new(&config);
+        create_table(&dynamodb, EVENTS_TABLE, &["pk", "sk"], true).await;
+        create_table(&dynamodb, ROLLUPS_TABLE, &["job_id"], false).await;
+        create_table(&dynamodb, FAILED_JOBS_TABLE, &["pk"], false).await;
+        create_table(&dynamodb, ALERTS_TABLE, &["alert_id"], false).await;
+        let stream_arn = dynamodb
+            .describe_table()
+            .table_name(EVENTS_TABLE)
+            .send()
+            .await
+            .unwrap()
+            .table
+            .and_then(|t| t.latest_stream_arn)
+            .expect("the event log has a stream");
+
+        let sns = aws_sdk_sns::Client::new(&config);
+        let sqs = aws_sdk_sqs::Client::new(&config);
+        let topic_arn = sns
+            .create_topic()
+            .name("sla-alerts")
+            .send()
+            .await
+            .unwrap()
+            .topic_arn
+            .unwrap();
+        let queue_url = sqs
+            .create_queue()
+            .queue_name("alerts")
+            .send()
+            .await
+            .unwrap()
+            .queue_url
+            .unwrap();
+        let queue_arn = sqs
+            .get_queue_attributes()
+            .queue_url(&queue_url)
+            .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+            .send()
+            .await
+            .unwrap()
+            .attributes
+            .unwrap()[&aws_sdk_sqs::types::QueueAttributeName::QueueArn]
+            .clone();
+        sns.subscribe()
+            .topic_arn(&topic_arn)
+            .protocol("sqs")
+            .endpoint(queue_arn)
+            .attributes("RawMessageDelivery", "true")
+            .send()
+            .await
+            .unwrap();
+        Self {
+            streams: aws_sdk_dynamodbstreams::Client::new(&config),
+            moto,
+            config,
+            dynamodb,
+            sns,
+            sqs,
+            topic_arn,
+            queue_url,
+            stream_arn,
+        }
+    }
+
+    /// A processor with the production adapters, on `dynamodb` (which may carry test interceptors).
+    pub fn processor(
+        &self,
+        dynamodb: aws_sdk_dynamodb::Client,
+        rules: pipetel_model::SlaRules,
+    ) -> StreamProcessor<DynamoProjectionStore, SnsAlertSink> {
+        StreamProcessor::new(
+            DynamoProjectionStore::new(dynamodb.clone(), ROLLUPS_TABLE, FAILED_JOBS_TABLE),
+            SnsAlertSink::new(dynamodb, self.sns.clone(), ALERTS_TABLE, &self.topic_arn),
+            rules,
+        )
+    }
+
+    /// Writes events as a producer following the contract would (full-schema PutItem).
+    pub async fn write_events(&self, events: &[StageEvent]) {
+        for event in events {
+            self.write_item(serde_dynamo::to_item(event.to_item()).unwrap())
+                .await;
+        }
+    }
+
+    pub async fn write_item(
+        &self,
+        item: std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>,
+    ) {
+        self.dynamodb
+            .put_item()
+            .table_name(EVENTS_TABLE)
+            .set_item(Some(item))
+            .send()
+            .await
+            .unwrap();
+    }
+
+    /// Every record of the table's stream so far, shard by shard, in the Lambda event shape.
+    pub async fn read_stream(&self) -> Vec<EventRecord> {
+        let stream = self
+            .streams
+            .describe_stream()
+            .stream_arn(&self.stream_arn)
+            .send()
+            .await
+            .unwrap()
+            .stream_description
+            .unwrap();
+        let mut records = Vec::new();
+        for shard in stream.shards.unwrap_or_default() {
+            let mut iterator = self
+                .streams
+                .get_shard_iterator()
+                .stream_arn(&self.stream_arn)
+                .shard_id(shard.shard_id.unwrap())
+                .shard_iterator_type(ShardIteratorType::TrimHorizon)
+                .send()
+                .await
+                .unwrap()
+                .shard_iterator;
+            while let Some(it) = iterator {
+                let out = self
+                    .streams
+                    .get_records()
+                    .shard_iterator(it)
+                    .send()
+                    .await
+                    .unwrap();
+                let batch = out.records.unwrap_or_default();
+                if batch.is_empty() {
+                    break;
+                }
+                records.extend(
+                    batch
+                        .into_iter()
+                        .map(|r| to_lambda_record(r, &self.stream_arn)),
+                );
+                iterator = out.next_shard_iterator;
+            }
+        }
+        records
+    }
+
+    pub async fn rollups(&self) -> Vec<JobRollup> {
+        let mut items: Vec<JobRollup> = self.scan(ROLLUPS_TABLE).await;
+        items.sort_by(|a, b| a.job_id.cmp(&b.job_id));
+        items
+    }
+
+    pub async fn failed_jobs(&self) -> Vec<FailedJob> {
+        let mut items: Vec<FailedJob> = self.scan(FAILED_JOBS_TABLE).await;
+        items.sort_by(|a, b| a.pk.cmp(&b.pk));
+        items
+    }
+
+    async fn scan<T: serde::de::DeserializeOwned>(&self, table: &str) -> Vec<T> {
+        let out = self.dynamodb.scan().table_name(table).send().await.unwrap();
+        serde_dynamo::from_items(out.items.unwrap_or_default()).unwrap()
+    }
+
+    /// Alerts delivered to the subscribed queue, with their `kind` message attribute checked.
+    pub async fn received_alerts(&self) -> Vec<AlertMessage> {
+        let mut alerts = Vec::new();
+        loop {
+            let out = self
+                .sqs
+                .receive_message()
+                .queue_url(&self.queue_url)
+                .max_number_of_messages(10)
+                .wait_time_seconds(1)
+                .message_attribute_names("All")
+                .send()
+                .await
+                .unwrap();
+            let messages = out.messages.unwrap_or_default();
+            if messages.is_empty() {
+                return alerts;
+            }
+            for message in messages {
+                let alert: AlertMessage = serde_json::from_str(message.body().unwrap()).unwrap();
+                let attributes = message.message_attributes.clone().unwrap_or_default();
+                let attribute =
+                    |name: &str| attributes.get(name).and_then(|a| a.string_value.clone());
+                assert_eq!(attribute("kind").as_deref(), Some(alert.kind.as_str()));
+                assert_eq!(attribute("source").as_deref(), Some(alert.source.as_str()));
+                assert_eq!(
+                    attribute("severity").as_deref(),
+                    Some(alert.severity.as_str())
+                );
+                alerts.push(alert);
+                self.sqs
+                    .delete_message()
+                    .queue_url(&self.queue_url)
+                    .receipt_handle(message.receipt_handle.unwrap())
+                    .send()
+                    .await
+                    .unwrap();
+            }
+        }
+    }
+}
+
+/// The records as the JSON Lambda would invoke the function with, parsed as the handler does.
+pub fn lambda_batch(records: &[EventRecord]) -> StreamBatch {
+    let mut event = Event::default();
+    event.records = records.to_vec();
+    serde_json::from_str(&serde_json::to_string(&event).unwrap()).unwrap()
+}
+
+async fn create_table(client: &aws_sdk_dynamodb::Client, name: &str, keys: &[&str], stream: bool) {
+    let mut request = client
+        .create_table()
+        .table_name(name)
+        .billing_mode(BillingMode::PayPerRequest);
+    for (i, key) in keys.iter().enumerate() {
+        let key_type = if i == 0 {
+            KeyType::Hash
+        } else {
+            KeyType::Range
+        };
+        request = request
+            .attribute_definitions(
+                AttributeDefinition::builder()
+                    .attribute_name(*key)
+                    .attribute_type(ScalarAttributeType::S)
+                    .build()
+                    .unwrap(),
+            )
+            .key_schema(
+                KeySchemaElement::builder()
+                    .attribute_name(*key)
+                    .key_type(key_type)
+                    .build()
+                    .unwrap(),
+            );
+    }
+    if stream {
+        request = request.stream_specification(
+            StreamSpecification::builder()
+                .stream_enabled(true)
+                .stream_view_type(StreamViewType::NewAndOldImages)
+                .build()
+                .unwrap(),
+        );
+    }
+    request.send().await.unwrap();
+}

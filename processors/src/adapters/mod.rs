@@ -1,0 +1,22 @@
+//! Adapters behind the ports: DynamoDB projections, the SNS alert sink with its DynamoDB ledger,
+//! and (feature `memory`) in-memory twins for unit tests and benchmarks.
+
+mod alerts;
+mod dynamodb;
+#[cfg(feature = "memory")]
+pub mod memory;
+
+pub use alerts::{SnsAlertSink, CLAIM_LEASE_SECONDS, MAX_PUBLISH_BATCH};
+pub use dynamodb::{DynamoProjectionStore, MAX_BATCH_GET_KEYS};
+
+use aws_sdk_dynamodb::error::SdkError;
+
+/// True when DynamoDB refused a write because its condition did not hold.
+fn is_condition_failure<E, R>(err: &SdkError<E, R>) -> bool
+where
+    E: aws_sdk_dynamodb::error::ProvideErrorMetadata,
+{
+    err.as_service_error()
+        .and_then(|e| e.code())
+        .is_some_and(|code| code == "ConditionalCheckFailedException")
+}
