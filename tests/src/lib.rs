@@ -354,3 +354,51 @@ async fn create_table(client: &aws_sdk_dynamodb::Client, name: &str, keys: &[&st
     }
     request.send().await.unwrap();
 }
+
+/// A realistic day of events, shared by the integration tests and the demo.
+pub mod scenario {
+    use pipetel_model::{Name, RunDate, StageEvent, Status, Timestamp};
+
+    /// An event on 2026-06-25; `lane` is `stage` or `category#stage`, `at` is `HH:MM:SS` UTC.
+    pub fn event(source: &str, lane: &str, status: Status, at: &str) -> StageEvent {
+        let name = |s: &str| Name::parse("name", s).unwrap();
+        let (category, stage) = match lane.split_once('#') {
+            Some((c, s)) => (Some(name(c)), name(s)),
+            None => (None, name(lane)),
+        };
+        let at = Timestamp::parse("timestamp", &format!("2026-06-25T{at}Z")).unwrap();
+        StageEvent::new(
+            name(source),
+            category,
+            stage,
+            RunDate::parse("20260625").unwrap(),
+            status,
+            at,
+        )
+        .unwrap()
+    }
+
+    /// One day: `sales` (category eu) succeeds after a retried clean and a slow convert; `orders` fails.
+    pub fn day() -> Vec<StageEvent> {
+        use Status::*;
+        vec![
+            event("sales", "job", Running, "01:00:00")
+                .with_execution_id("arn:aws:states:us-east-1:1:execution:sales:1"),
+            event("sales", "eu#extract", Running, "01:00:05"),
+            event("sales", "eu#extract", Done, "01:10:00").with_file_fingerprint("sha256:9f2c"),
+            event("sales", "eu#clean", Running, "01:10:05"),
+            event("sales", "eu#clean", Failed, "01:15:00")
+                .with_error("schema drift: column amount", Some("ValueError at row 17")),
+            event("orders", "extract", Running, "03:00:00"),
+            event("sales", "eu#clean", Running, "01:45:00").with_attempt(2),
+            event("sales", "eu#clean", Done, "01:50:00"),
+            event("sales", "eu#convert", Running, "01:50:05"),
+            event("sales", "eu#convert", Done, "02:40:00"),
+            event("orders", "extract", Failed, "03:05:00")
+                .with_error("source API returned 503", None),
+            event("sales", "eu#merge", Running, "02:40:05"),
+            event("sales", "eu#merge", Done, "02:50:00"),
+            event("sales", "job", Succeeded, "02:50:05"),
+        ]
+    }
+}
