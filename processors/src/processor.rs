@@ -6,6 +6,7 @@
 //! first record is fully applied and Lambda can retry from there.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use futures::stream::{self, StreamExt};
 use pipetel_model::{
@@ -127,19 +128,29 @@ impl<S: ProjectionStore, A: AlertSink> StreamProcessor<S, A> {
             }
         };
 
+        // After a failure no further job is started (its records are retried anyway), but jobs
+        // already under way finish: dropping one mid-flight could strand a claimed alert.
+        let stop = AtomicBool::new(false);
         let work = jobs.into_iter().map(|job| {
             let current = stored.remove(&job.job_id);
+            let stop = &stop;
             async move {
+                if stop.load(Ordering::Relaxed) {
+                    return (job, None);
+                }
                 let result = self
                     .project_job(&job, current, stream_clock, wall_clock)
                     .await;
-                (job, result)
+                if result.is_err() {
+                    stop.store(true, Ordering::Relaxed);
+                }
+                (job, Some(result))
             }
         });
-        let mut outcomes = stream::iter(work).buffered(JOB_CONCURRENCY);
-        while let Some((job, result)) = outcomes.next().await {
+        let outcomes: Vec<_> = stream::iter(work).buffered(JOB_CONCURRENCY).collect().await;
+        for (job, result) in outcomes {
             match result {
-                Ok(outcome) => {
+                Some(Ok(outcome)) => {
                     report.rollup_writes += usize::from(outcome.rollup_written);
                     report.rollups_unchanged += usize::from(!outcome.rollup_written);
                     report.conflicts += outcome.conflicts;
@@ -147,16 +158,19 @@ impl<S: ProjectionStore, A: AlertSink> StreamProcessor<S, A> {
                     report.alerts_published += outcome.published;
                     report.alerts_already_published += outcome.already_published;
                 }
-                Err(err) => {
+                Some(Err(err)) => {
                     tracing::error!(
                         job_id = %job.job_id,
                         sequence_number = %job.first_sequence,
                         error = %error_chain(&err),
                         "projecting job failed; Lambda retries from its first record"
                     );
-                    report.first_failed_sequence = Some(job.first_sequence);
-                    break;
+                    // Outcomes are in first-record order: the first failure is the earliest record.
+                    report
+                        .first_failed_sequence
+                        .get_or_insert(job.first_sequence);
                 }
+                None => {}
             }
         }
         report

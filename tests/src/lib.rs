@@ -2,9 +2,11 @@
 //! helpers to write events, read the table's stream, and read the projections back.
 #![forbid(unsafe_code)]
 
+use std::fmt;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aws_lambda_events::event::dynamodb::{Event, EventRecord};
@@ -13,6 +15,11 @@ use aws_sdk_dynamodb::types::{
     StreamSpecification, StreamViewType,
 };
 use aws_sdk_dynamodbstreams::types::ShardIteratorType;
+use aws_smithy_runtime_api::box_error::BoxError;
+use aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterceptorContextRef;
+use aws_smithy_runtime_api::client::interceptors::Intercept;
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+use aws_smithy_types::config_bag::ConfigBag;
 use pipetel_model::{AlertMessage, FailedJob, JobRollup, StageEvent};
 use pipetel_processors::adapters::{DynamoProjectionStore, SnsAlertSink};
 use pipetel_processors::decode::StreamBatch;
@@ -306,6 +313,57 @@ impl Stack {
                     .unwrap();
             }
         }
+    }
+}
+
+type RequestHook = dyn Fn(&str, &str) -> Result<(), BoxError> + Send + Sync;
+
+/// An SDK interceptor that sees each DynamoDB request's operation (e.g. `PutItem`) and JSON body
+/// just before it is sent, and may fail it: to count requests or inject failures at the SDK layer.
+#[derive(Clone)]
+pub struct OnRequest(Arc<RequestHook>);
+
+impl OnRequest {
+    pub fn new(hook: impl Fn(&str, &str) -> Result<(), BoxError> + Send + Sync + 'static) -> Self {
+        Self(Arc::new(hook))
+    }
+}
+
+impl fmt::Debug for OnRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("OnRequest")
+    }
+}
+
+impl Intercept for OnRequest {
+    fn name(&self) -> &'static str {
+        "OnRequest"
+    }
+
+    fn read_before_transmit(
+        &self,
+        context: &BeforeTransmitInterceptorContextRef<'_>,
+        _: &RuntimeComponents,
+        _: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let request = context.request();
+        let target = request.headers().get("x-amz-target").unwrap_or_default();
+        let operation = target.rsplit('.').next().unwrap_or_default();
+        (self.0)(
+            operation,
+            &String::from_utf8_lossy(request.body().bytes().unwrap_or_default()),
+        )
+    }
+}
+
+impl Stack {
+    /// A DynamoDB client on this stack whose requests pass through `hook`.
+    pub fn dynamodb_with(&self, hook: OnRequest) -> aws_sdk_dynamodb::Client {
+        aws_sdk_dynamodb::Client::from_conf(
+            aws_sdk_dynamodb::config::Builder::from(&self.config)
+                .interceptor(hook)
+                .build(),
+        )
     }
 }
 

@@ -5,20 +5,15 @@
 use std::collections::BTreeMap;
 
 use aws_lambda_events::event::dynamodb::EventRecord;
-use aws_smithy_runtime_api::box_error::BoxError;
-use aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterceptorContextRef;
-use aws_smithy_runtime_api::client::interceptors::Intercept;
-use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
-use aws_smithy_types::config_bag::ConfigBag;
 use pipetel_model::{
-    fold_by_job, AlertKind, FailedJob, JobRollup, JobStatus, Name, RetryState, RunDate, SlaRules,
-    StageEvent, Status, Timestamp, DEFAULT_RULES_TOML,
+    fold_by_job, AlertKind, FailedJob, JobRollup, JobStatus, RetryState, SlaRules, StageEvent,
+    Status, Timestamp, DEFAULT_RULES_TOML,
 };
 use pipetel_processors::decode::decode_record;
 use pipetel_processors::handler::process_batch;
 use pipetel_processors::processor::StreamProcessor;
 use pipetel_tests::scenario::{day, event};
-use pipetel_tests::{lambda_batch, Stack};
+use pipetel_tests::{lambda_batch, OnRequest, Stack};
 
 type Item = std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>;
 
@@ -153,6 +148,7 @@ async fn redelivered_and_reversed_batches_change_nothing_and_alert_once() {
 
 #[tokio::test]
 async fn concurrent_handlers_on_one_job_converge() {
+    let _ = tracing_subscriber::fmt().with_test_writer().try_init();
     let stack = Stack::start().await;
     let events = day();
     stack.write_events(&events).await;
@@ -218,32 +214,6 @@ async fn a_poison_record_is_set_aside_and_the_rest_applied() {
     assert_eq!(stack.rollups().await, expected(&events).0);
 }
 
-/// Fails rollup writes of one job at the SDK layer, as exhausted throttling retries would.
-#[derive(Debug)]
-struct FailRollupWritesOf(&'static str);
-
-impl Intercept for FailRollupWritesOf {
-    fn name(&self) -> &'static str {
-        "FailRollupWritesOf"
-    }
-
-    fn read_before_transmit(
-        &self,
-        context: &BeforeTransmitInterceptorContextRef<'_>,
-        _: &RuntimeComponents,
-        _: &mut ConfigBag,
-    ) -> Result<(), BoxError> {
-        let request = context.request();
-        let target = request.headers().get("x-amz-target").unwrap_or_default();
-        let body = String::from_utf8_lossy(request.body().bytes().unwrap_or_default());
-        if target.ends_with(".PutItem") && body.contains("\"job-rollups\"") && body.contains(self.0)
-        {
-            return Err("injected ProvisionedThroughputExceededException".into());
-        }
-        Ok(())
-    }
-}
-
 #[tokio::test]
 async fn a_failed_write_reports_the_first_record_of_that_job() {
     let stack = Stack::start().await;
@@ -251,11 +221,16 @@ async fn a_failed_write_reports_the_first_record_of_that_job() {
     stack.write_events(&events).await;
     let records = stack.read_stream().await;
 
-    let failing = aws_sdk_dynamodb::Client::from_conf(
-        aws_sdk_dynamodb::config::Builder::from(&stack.config)
-            .interceptor(FailRollupWritesOf("orders#20260625"))
-            .build(),
-    );
+    // Rollup writes of one job fail at the SDK layer, as exhausted throttling retries would.
+    let failing = stack.dynamodb_with(OnRequest::new(|operation, body| {
+        if operation == "PutItem"
+            && body.contains("\"job-rollups\"")
+            && body.contains("orders#20260625")
+        {
+            return Err("injected ProvisionedThroughputExceededException".into());
+        }
+        Ok(())
+    }));
     let processor = stack.processor(failing, rules());
     let response = process_batch(&processor, lambda_batch(&records)).await;
 

@@ -4,43 +4,13 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
-use aws_smithy_runtime_api::box_error::BoxError;
-use aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterceptorContextRef;
-use aws_smithy_runtime_api::client::interceptors::Intercept;
-use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
-use aws_smithy_types::config_bag::ConfigBag;
 use pipetel_model::{SlaRules, Status};
 use pipetel_processors::handler::process_batch;
 use pipetel_tests::scenario::event;
-use pipetel_tests::{lambda_batch, Stack};
+use pipetel_tests::{lambda_batch, OnRequest, Stack};
 
 /// Lambda's default batch size for DynamoDB Streams.
 const BATCH_SIZE: usize = 100;
-
-#[derive(Debug, Default, Clone)]
-struct CountRequests(Arc<Mutex<BTreeMap<String, usize>>>);
-
-impl Intercept for CountRequests {
-    fn name(&self) -> &'static str {
-        "CountRequests"
-    }
-
-    fn read_before_transmit(
-        &self,
-        context: &BeforeTransmitInterceptorContextRef<'_>,
-        _: &RuntimeComponents,
-        _: &mut ConfigBag,
-    ) -> Result<(), BoxError> {
-        let target = context
-            .request()
-            .headers()
-            .get("x-amz-target")
-            .unwrap_or_default();
-        let operation = target.rsplit('.').next().unwrap_or_default().to_owned();
-        *self.0.lock().unwrap().entry(operation).or_insert(0) += 1;
-        Ok(())
-    }
-}
 
 #[tokio::test]
 async fn writes_are_coalesced_per_job_per_batch() {
@@ -82,12 +52,16 @@ async fn writes_are_coalesced_per_job_per_batch() {
     let records = stack.read_stream().await;
     assert_eq!(records.len(), 1000);
 
-    let counter = CountRequests::default();
-    let counted = aws_sdk_dynamodb::Client::from_conf(
-        aws_sdk_dynamodb::config::Builder::from(&stack.config)
-            .interceptor(counter.clone())
-            .build(),
-    );
+    let counts: Arc<Mutex<BTreeMap<String, usize>>> = Arc::default();
+    let seen = counts.clone();
+    let counted = stack.dynamodb_with(OnRequest::new(move |operation, _| {
+        *seen
+            .lock()
+            .unwrap()
+            .entry(operation.to_owned())
+            .or_insert(0) += 1;
+        Ok(())
+    }));
     let no_sla = SlaRules::from_toml(
         "[defaults]\nexpected_stages = [\"extract\", \"clean\", \"convert\", \"merge\"]",
     )
@@ -104,7 +78,7 @@ async fn writes_are_coalesced_per_job_per_batch() {
         assert!(response.batch_item_failures.is_empty());
     }
 
-    let counts = counter.0.lock().unwrap().clone();
+    let counts = counts.lock().unwrap().clone();
     let batches = records.len() / BATCH_SIZE;
     let job_touches: usize = jobs_per_batch.iter().sum();
     assert_eq!(

@@ -18,6 +18,10 @@ use crate::ports::{AlertError, AlertSink, Raised};
 pub const MAX_PUBLISH_BATCH: usize = 10;
 /// How long a claimed, unpublished alert belongs to its claimer.
 pub const CLAIM_LEASE_SECONDS: i64 = 60;
+/// How often, and how many times, to look again at an alert another worker is publishing before
+/// reporting it in flight (a concurrent publisher normally finishes within milliseconds).
+const IN_FLIGHT_POLL: std::time::Duration = std::time::Duration::from_millis(100);
+const IN_FLIGHT_POLLS: u32 = 30;
 
 const CLAIMED: &str = "CLAIMED";
 const PUBLISHED: &str = "PUBLISHED";
@@ -121,29 +125,34 @@ impl SnsAlertSink {
         match result {
             Ok(_) => Ok(Some(token)),
             Err(err) if is_condition_failure(&err) => {
-                let existing = self
-                    .dynamodb
-                    .get_item()
-                    .table_name(&self.ledger_table)
-                    .key("alert_id", AttributeValue::S(message.alert_id.clone()))
-                    .consistent_read(true)
-                    .send()
-                    .await
-                    .map_err(|e| self.ledger_error("GetItem")(e.into()))?;
-                let state = existing
-                    .item
-                    .as_ref()
-                    .and_then(|i| i.get("state"))
-                    .and_then(|s| s.as_s().ok());
-                match state.map(String::as_str) {
-                    Some(CLAIMED) => Err(AlertError::InFlight {
-                        alert_id: message.alert_id.clone(),
-                    }),
-                    _ => Ok(None),
+                for _ in 0..IN_FLIGHT_POLLS {
+                    if self.state_of(&message.alert_id).await?.as_deref() != Some(CLAIMED) {
+                        return Ok(None);
+                    }
+                    tokio::time::sleep(IN_FLIGHT_POLL).await;
                 }
+                Err(AlertError::InFlight {
+                    alert_id: message.alert_id.clone(),
+                })
             }
             Err(err) => Err(self.ledger_error("PutItem")(err.into())),
         }
+    }
+
+    async fn state_of(&self, alert_id: &str) -> Result<Option<String>, AlertError> {
+        let existing = self
+            .dynamodb
+            .get_item()
+            .table_name(&self.ledger_table)
+            .key("alert_id", AttributeValue::S(alert_id.to_owned()))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| self.ledger_error("GetItem")(e.into()))?;
+        Ok(existing
+            .item
+            .and_then(|mut item| item.remove("state"))
+            .and_then(|state| state.as_s().ok().cloned()))
     }
 
     async fn mark_published(
