@@ -14,6 +14,8 @@ use serde::{Deserialize, Serialize};
 use super::is_condition_failure;
 use crate::ports::{AlertError, AlertSink, Raised};
 
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 /// Entries one SNS PublishBatch request may carry (an SNS limit).
 pub const MAX_PUBLISH_BATCH: usize = 10;
 /// How long a claimed, unpublished alert belongs to its claimer.
@@ -69,14 +71,18 @@ impl SnsAlertSink {
         }
     }
 
-    fn ledger_error(
-        &self,
-        operation: &'static str,
-    ) -> impl FnOnce(Box<dyn std::error::Error + Send + Sync>) -> AlertError + '_ {
-        move |source| AlertError::Ledger {
+    fn ledger_error(&self, operation: &'static str, source: impl Into<BoxError>) -> AlertError {
+        AlertError::Ledger {
             table: self.ledger_table.clone(),
             operation,
-            source,
+            source: source.into(),
+        }
+    }
+
+    fn publish_error(&self, source: impl Into<BoxError>) -> AlertError {
+        AlertError::Publish {
+            topic: self.topic_arn.clone(),
+            source: source.into(),
         }
     }
 
@@ -104,8 +110,7 @@ impl SnsAlertSink {
             claim_token: token.clone(),
             message: body,
         };
-        let item =
-            serde_dynamo::to_item(&entry).map_err(|e| self.ledger_error("PutItem")(e.into()))?;
+        let item = serde_dynamo::to_item(&entry).map_err(|e| self.ledger_error("PutItem", e))?;
         let result = self
             .dynamodb
             .put_item()
@@ -135,7 +140,7 @@ impl SnsAlertSink {
                     alert_id: message.alert_id.clone(),
                 })
             }
-            Err(err) => Err(self.ledger_error("PutItem")(err.into())),
+            Err(err) => Err(self.ledger_error("PutItem", err)),
         }
     }
 
@@ -148,7 +153,7 @@ impl SnsAlertSink {
             .consistent_read(true)
             .send()
             .await
-            .map_err(|e| self.ledger_error("GetItem")(e.into()))?;
+            .map_err(|e| self.ledger_error("GetItem", e))?;
         Ok(existing
             .item
             .and_then(|mut item| item.remove("state"))
@@ -185,7 +190,7 @@ impl SnsAlertSink {
                 );
                 Ok(())
             }
-            Err(err) => Err(self.ledger_error("UpdateItem")(err.into())),
+            Err(err) => Err(self.ledger_error("UpdateItem", err)),
         }
     }
 }
@@ -200,10 +205,7 @@ impl AlertSink for SnsAlertSink {
         let mut claimed = Vec::new();
         for breach in breaches {
             let message = breach.message(detected_at);
-            let body = serde_json::to_string(&message).map_err(|e| AlertError::Publish {
-                topic: self.topic_arn.clone(),
-                source: e.into(),
-            })?;
+            let body = serde_json::to_string(&message).map_err(|e| self.publish_error(e))?;
             match self.claim(&message, body.clone()).await? {
                 Some(token) => claimed.push((message, body, token)),
                 None => raised.already_published += 1,
@@ -215,10 +217,7 @@ impl AlertSink for SnsAlertSink {
                 .enumerate()
                 .map(|(i, (message, body, _))| publish_entry(i, message, body))
                 .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| AlertError::Publish {
-                    topic: self.topic_arn.clone(),
-                    source: e.into(),
-                })?;
+                .map_err(|e| self.publish_error(e))?;
             let out = self
                 .sns
                 .publish_batch()
@@ -226,10 +225,7 @@ impl AlertSink for SnsAlertSink {
                 .set_publish_batch_request_entries(Some(entries))
                 .send()
                 .await
-                .map_err(|e| AlertError::Publish {
-                    topic: self.topic_arn.clone(),
-                    source: e.into(),
-                })?;
+                .map_err(|e| self.publish_error(e))?;
             for ok in out.successful.unwrap_or_default() {
                 let Some((message, _, token)) = ok
                     .id
@@ -253,10 +249,7 @@ impl AlertSink for SnsAlertSink {
                     .iter()
                     .map(|f| format!("{}: {}", f.code, f.message.clone().unwrap_or_default()))
                     .collect();
-                return Err(AlertError::Publish {
-                    topic: self.topic_arn.clone(),
-                    source: reasons.join("; ").into(),
-                });
+                return Err(self.publish_error(reasons.join("; ")));
             }
         }
         Ok(raised)
