@@ -60,12 +60,17 @@ pub fn load_rules() -> Result<SlaRules, SettingsError> {
 /// The shared SDK configuration: standard retry mode with [`SDK_MAX_ATTEMPTS`], and an explicit
 /// endpoint when given (local emulators); otherwise the standard AWS environment decides.
 pub async fn aws_config(endpoint_url: Option<&str>) -> SdkConfig {
-    let mut loader = aws_config::defaults(BehaviorVersion::latest())
+    aws_config_builder(endpoint_url).load().await
+}
+
+/// [`aws_config`] before loading, for callers that pin more (region, credentials).
+pub fn aws_config_builder(endpoint_url: Option<&str>) -> aws_config::ConfigLoader {
+    let loader = aws_config::defaults(BehaviorVersion::latest())
         .retry_config(RetryConfig::standard().with_max_attempts(SDK_MAX_ATTEMPTS));
-    if let Some(url) = endpoint_url {
-        loader = loader.endpoint_url(url);
+    match endpoint_url {
+        Some(url) => loader.endpoint_url(url),
+        None => loader,
     }
-    loader.load().await
 }
 
 fn required(name: &'static str) -> Result<String, SettingsError> {

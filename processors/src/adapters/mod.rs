@@ -12,7 +12,7 @@ pub use dynamodb::{DynamoProjectionStore, MAX_BATCH_GET_KEYS};
 use aws_sdk_dynamodb::error::SdkError;
 
 /// True when DynamoDB refused a write because its condition did not hold.
-fn is_condition_failure<E, R>(err: &SdkError<E, R>) -> bool
+pub(crate) fn is_condition_failure<E, R>(err: &SdkError<E, R>) -> bool
 where
     E: aws_sdk_dynamodb::error::ProvideErrorMetadata,
 {

@@ -1,0 +1,133 @@
+//! A local AWS for the demo and the integration tests: moto server from the project's `.venv`,
+//! on 127.0.0.1 and a free port, stopped when dropped. Clients built for it talk to loopback only.
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long moto may take to start listening.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Debug, thiserror::Error)]
+pub enum LocalError {
+    #[error("{0} is missing: run ./scripts/setup-venv.sh")]
+    MotoMissing(PathBuf),
+    #[error("setting up .venv with {script} failed")]
+    Setup {
+        script: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("starting {server} failed")]
+    Spawn {
+        server: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("moto did not listen on {0} within {START_TIMEOUT:?}")]
+    NotListening(SocketAddr),
+    #[error("no free port on 127.0.0.1")]
+    NoPort(#[source] std::io::Error),
+}
+
+/// The repository root this binary was built from (where `.venv` and `scripts/` live).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
+}
+
+/// Installs the pinned emulator into `<root>/.venv` unless it is already there and current.
+pub fn ensure_venv(root: &Path) -> Result<(), LocalError> {
+    let script = root.join("scripts/setup-venv.sh");
+    let status = Command::new(&script)
+        .status()
+        .map_err(|source| LocalError::Setup {
+            script: script.clone(),
+            source,
+        })?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(LocalError::Setup {
+            script,
+            source: std::io::Error::other(format!("exited with {status}")),
+        })
+    }
+}
+
+/// A running moto server.
+pub struct Moto {
+    child: Child,
+    pub endpoint: String,
+}
+
+impl Moto {
+    /// Starts `<root>/.venv/bin/moto_server` on a free loopback port and waits until it listens.
+    pub fn start(root: &Path) -> Result<Self, LocalError> {
+        let server = root.join(".venv/bin/moto_server");
+        if !server.exists() {
+            return Err(LocalError::MotoMissing(server));
+        }
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .map_err(LocalError::NoPort)?
+            .port();
+        let child = Command::new(&server)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|source| LocalError::Spawn {
+                server: server.clone(),
+                source,
+            })?;
+        let mut moto = Self {
+            child,
+            endpoint: format!("http://127.0.0.1:{port}"),
+        };
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let deadline = Instant::now() + START_TIMEOUT;
+        while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+            if Instant::now() > deadline || moto.child.try_wait().ok().flatten().is_some() {
+                moto.stop();
+                return Err(LocalError::NotListening(addr));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(moto)
+    }
+
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// SDK configuration for a local emulator: a fixed region and dummy credentials, loopback only,
+/// so nothing can reach a real AWS account by accident.
+pub async fn sdk_config(endpoint: &str) -> aws_config::SdkConfig {
+    assert!(
+        endpoint.starts_with("http://127.0.0.1:"),
+        "local AWS is loopback only, got {endpoint}"
+    );
+    crate::settings::aws_config_builder(Some(endpoint))
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
+            "local",
+            "local",
+            None,
+            None,
+            "pipetel-local",
+        ))
+        .load()
+        .await
+}
