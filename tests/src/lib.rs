@@ -3,17 +3,9 @@
 #![forbid(unsafe_code)]
 
 use std::fmt;
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use aws_lambda_events::event::dynamodb::{Event, EventRecord};
-use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
-    StreamSpecification, StreamViewType,
-};
 use aws_sdk_dynamodbstreams::types::ShardIteratorType;
 use aws_smithy_runtime_api::box_error::BoxError;
 use aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterceptorContextRef;
@@ -22,78 +14,23 @@ use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::config_bag::ConfigBag;
 use pipetel_model::{AlertMessage, FailedJob, JobRollup, StageEvent};
 use pipetel_processors::adapters::{DynamoProjectionStore, SnsAlertSink};
+use pipetel_processors::consumer::stream_arn_of;
 use pipetel_processors::decode::StreamBatch;
 use pipetel_processors::processor::StreamProcessor;
 use pipetel_processors::streams::to_lambda_record;
+use pipetel_processors::tables::create_tables;
 
 pub const EVENTS_TABLE: &str = "pipeline-logs";
 pub const ROLLUPS_TABLE: &str = "job-rollups";
 pub const FAILED_JOBS_TABLE: &str = "failed-jobs";
 pub const ALERTS_TABLE: &str = "sla-alerts";
 
-/// A moto server on 127.0.0.1 and a free port, stopped when dropped.
-pub struct Moto {
-    child: Child,
-    pub endpoint: String,
-}
+pub use pipetel_processors::local::{sdk_config, Moto};
 
-impl Moto {
-    pub fn start() -> Self {
-        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-        let server = root.join(".venv/bin/moto_server");
-        assert!(
-            server.exists(),
-            "{} is missing: run ./scripts/setup-venv.sh (the README's test command does)",
-            server.display()
-        );
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new(server)
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("moto_server starts");
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "moto did not listen on {addr} within 30 s"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        Self {
-            child,
-            endpoint: format!("http://{addr}"),
-        }
-    }
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// SDK configuration for the local server: fixed region and dummy credentials, loopback only.
-pub async fn sdk_config(endpoint: &str) -> aws_config::SdkConfig {
-    assert!(
-        endpoint.starts_with("http://127.0.0.1:"),
-        "tests only talk to loopback"
-    );
-    aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .endpoint_url(endpoint)
-        .region(aws_config::Region::new("us-east-1"))
-        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
-            "test", "test", None, None, "moto",
-        ))
-        .load()
-        .await
+/// A moto server started from the repository's `.venv` (the README's test command installs it).
+pub fn start_moto() -> Moto {
+    Moto::start(&pipetel_processors::local::repo_root())
+        .unwrap_or_else(|e| panic!("{}", pipetel_processors::decode::error_chain(&e)))
 }
 
 /// The pipetel tables, alert topic and a queue subscribed to it, in a fresh moto server.
@@ -111,22 +48,12 @@ pub struct Stack {
 
 impl Stack {
     pub async fn start() -> Self {
-        let moto = Moto::start();
+        let moto = start_moto();
         let config = sdk_config(&moto.endpoint).await;
         let dynamodb = aws_sdk_dynamodb::Client::new(&config);
-        create_table(&dynamodb, EVENTS_TABLE, &["pk", "sk"], true).await;
-        create_table(&dynamodb, ROLLUPS_TABLE, &["job_id"], false).await;
-        create_table(&dynamodb, FAILED_JOBS_TABLE, &["pk"], false).await;
-        create_table(&dynamodb, ALERTS_TABLE, &["alert_id"], false).await;
-        let stream_arn = dynamodb
-            .describe_table()
-            .table_name(EVENTS_TABLE)
-            .send()
-            .await
-            .unwrap()
-            .table
-            .and_then(|t| t.latest_stream_arn)
-            .expect("the event log has a stream");
+        // The tables exactly as infra/template.yaml defines them (keys, indexes, stream, TTL).
+        create_tables(&dynamodb, "").await.unwrap();
+        let stream_arn = stream_arn_of(&dynamodb, EVENTS_TABLE).await.unwrap();
 
         let sns = aws_sdk_sns::Client::new(&config);
         let sqs = aws_sdk_sqs::Client::new(&config);
@@ -372,45 +299,6 @@ pub fn lambda_batch(records: &[EventRecord]) -> StreamBatch {
     let mut event = Event::default();
     event.records = records.to_vec();
     serde_json::from_str(&serde_json::to_string(&event).unwrap()).unwrap()
-}
-
-async fn create_table(client: &aws_sdk_dynamodb::Client, name: &str, keys: &[&str], stream: bool) {
-    let mut request = client
-        .create_table()
-        .table_name(name)
-        .billing_mode(BillingMode::PayPerRequest);
-    for (i, key) in keys.iter().enumerate() {
-        let key_type = if i == 0 {
-            KeyType::Hash
-        } else {
-            KeyType::Range
-        };
-        request = request
-            .attribute_definitions(
-                AttributeDefinition::builder()
-                    .attribute_name(*key)
-                    .attribute_type(ScalarAttributeType::S)
-                    .build()
-                    .unwrap(),
-            )
-            .key_schema(
-                KeySchemaElement::builder()
-                    .attribute_name(*key)
-                    .key_type(key_type)
-                    .build()
-                    .unwrap(),
-            );
-    }
-    if stream {
-        request = request.stream_specification(
-            StreamSpecification::builder()
-                .stream_enabled(true)
-                .stream_view_type(StreamViewType::NewAndOldImages)
-                .build()
-                .unwrap(),
-        );
-    }
-    request.send().await.unwrap();
 }
 
 /// A realistic day of events, shared by the integration tests and the demo.
