@@ -209,12 +209,15 @@ async fn main() -> ExitCode {
     }
 }
 
-/// Logs go to stderr (warnings and up unless RUST_LOG says otherwise); stdout is for results.
+/// Logs go to stderr (warnings and up, minus the SDK's credential-chain chatter, unless RUST_LOG
+/// says otherwise); stdout is for results.
 fn tracing_init() {
     use tracing_subscriber::EnvFilter;
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn,aws_config=error".into()),
+        )
         .init();
 }
 
