@@ -1,5 +1,7 @@
-//! A local AWS for the demo and the integration tests: moto server from the project's `.venv`,
-//! on 127.0.0.1 and a free port, stopped when dropped. Clients built for it talk to loopback only.
+//! A local AWS for the demo and the integration tests: moto from the project's `.venv`, on
+//! 127.0.0.1 and a free port, stopped when dropped. Clients built for it talk to loopback only.
+//! moto is started through `scripts/moto_server.py`, which handles one request at a time so that
+//! conditional writes are atomic, as they are in DynamoDB (moto's stock server races them).
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -65,18 +67,19 @@ pub struct Moto {
 }
 
 impl Moto {
-    /// Starts `<root>/.venv/bin/moto_server` on a free loopback port and waits until it listens.
+    /// Starts moto with `<root>/.venv`'s Python on a free loopback port; waits until it listens.
     pub fn start(root: &Path) -> Result<Self, LocalError> {
-        let server = root.join(".venv/bin/moto_server");
-        if !server.exists() {
-            return Err(LocalError::MotoMissing(server));
+        let server = root.join(".venv/bin/python");
+        if !root.join(".venv/bin/moto_server").exists() {
+            return Err(LocalError::MotoMissing(root.join(".venv/bin/moto_server")));
         }
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|listener| listener.local_addr())
             .map_err(LocalError::NoPort)?
             .port();
         let child = Command::new(&server)
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .arg(root.join("scripts/moto_server.py"))
+            .args(["127.0.0.1", &port.to_string()])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
