@@ -6,12 +6,13 @@ use std::collections::BTreeMap;
 
 use aws_lambda_events::event::dynamodb::EventRecord;
 use pipetel_model::{
-    fold_by_job, AlertKind, FailedJob, JobRollup, JobStatus, RetryState, SlaRules, StageEvent,
-    Status, Timestamp, DEFAULT_RULES_TOML,
+    AlertKind, FailedJob, JobRollup, JobStatus, RetryState, SlaRules, StageEvent, Status,
+    Timestamp, DEFAULT_RULES_TOML,
 };
 use pipetel_processors::decode::decode_record;
 use pipetel_processors::handler::process_batch;
 use pipetel_processors::processor::StreamProcessor;
+use pipetel_processors::replay::Projections;
 use pipetel_tests::scenario::{day, event};
 use pipetel_tests::{lambda_batch, OnRequest, Stack};
 
@@ -21,20 +22,13 @@ fn rules() -> SlaRules {
     SlaRules::from_toml(DEFAULT_RULES_TOML).unwrap()
 }
 
-/// What the projections must be: the pure fold of the events.
+/// What the projections must be: the pure fold of the events (what `pipetel rebuild` derives).
 fn expected(events: &[StageEvent]) -> (Vec<JobRollup>, Vec<FailedJob>) {
-    let rules = rules();
-    let mut rollups = Vec::new();
-    let mut failed = Vec::new();
-    for state in fold_by_job(events).into_values() {
-        rollups.push(JobRollup::from_state(
-            &state,
-            &rules.for_source(state.source()).expected_stages,
-        ));
-        failed.extend(FailedJob::derive_all(&state, rules.retry()));
-    }
-    failed.sort_by(|a, b| a.pk.cmp(&b.pk));
-    (rollups, failed)
+    let projections = Projections::derive(events, &rules());
+    (
+        projections.rollups.into_values().collect(),
+        projections.failed_jobs.into_values().collect(),
+    )
 }
 
 fn sequence_of(record: &EventRecord) -> String {
