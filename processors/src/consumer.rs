@@ -218,25 +218,18 @@ impl<'a, S: ProjectionStore, A: AlertSink> StreamConsumer<'a, S, A> {
         let mut cursors: HashMap<String, Cursor> = HashMap::new();
         loop {
             let shards = self.shards().await?;
-            let known: HashSet<&str> = shards.iter().filter_map(|s| s.shard_id()).collect();
-            let finished = |id: &str, cursors: &HashMap<String, Cursor>| {
+            let finished = |id: &str| {
                 cursors
                     .get(id)
                     .map(|c| c.checkpoint.finished)
                     .or_else(|| saved.get(id).map(|c| c.finished))
                     .unwrap_or(false)
             };
-            // A shard is readable once its parent is finished or trimmed from the stream.
-            let ready: Vec<String> = shards
+            let lineage: Vec<(&str, Option<&str>)> = shards
                 .iter()
-                .filter_map(|shard| {
-                    let id = shard.shard_id()?;
-                    let parent_done = shard
-                        .parent_shard_id()
-                        .is_none_or(|p| !known.contains(p) || finished(p, &cursors));
-                    (parent_done && !finished(id, &cursors)).then(|| id.to_owned())
-                })
+                .filter_map(|s| Some((s.shard_id()?, s.parent_shard_id())))
                 .collect();
+            let ready: Vec<String> = readable_shards(&lineage, finished);
 
             let mut read_any = false;
             for shard_id in &ready {
@@ -454,6 +447,23 @@ impl<'a, S: ProjectionStore, A: AlertSink> StreamConsumer<'a, S, A> {
     }
 }
 
+/// The shards to read now, given (shard, parent) pairs: unfinished shards whose parent is
+/// finished or no longer in the stream (trimmed after 24 h), so a child's records always follow
+/// its parent's.
+fn readable_shards(
+    lineage: &[(&str, Option<&str>)],
+    finished: impl Fn(&str) -> bool,
+) -> Vec<String> {
+    let listed: HashSet<&str> = lineage.iter().map(|(id, _)| *id).collect();
+    lineage
+        .iter()
+        .filter(|(id, parent)| {
+            !finished(id) && parent.is_none_or(|p| !listed.contains(p) || finished(p))
+        })
+        .map(|(id, _)| (*id).to_owned())
+        .collect()
+}
+
 /// The table's current stream, for commands that only know the table.
 pub async fn stream_arn_of(
     client: &aws_sdk_dynamodb::Client,
@@ -474,4 +484,26 @@ pub async fn stream_arn_of(
             operation: "DescribeTable",
             source: format!("table {table} has no stream enabled").into(),
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::readable_shards;
+
+    #[test]
+    fn children_wait_for_their_parent_and_orphans_are_read() {
+        // root split into a and b; b split into c. "gone" was trimmed from the stream.
+        let lineage = [
+            ("root", None),
+            ("a", Some("root")),
+            ("b", Some("root")),
+            ("c", Some("b")),
+            ("orphan", Some("gone")),
+        ];
+        let ready = |done: &[&str]| readable_shards(&lineage, |id| done.contains(&id));
+        assert_eq!(ready(&[]), ["root", "orphan"]);
+        assert_eq!(ready(&["root"]), ["a", "b", "orphan"]);
+        assert_eq!(ready(&["root", "b", "orphan"]), ["a", "c"]);
+        assert!(ready(&["root", "a", "b", "c", "orphan"]).is_empty());
+    }
 }
