@@ -6,8 +6,10 @@
 
 mod error;
 mod event;
+mod retry;
 mod rollup;
 mod sla;
+mod sweep;
 mod values;
 
 pub use error::{ConfigError, EventError};
@@ -15,12 +17,14 @@ pub use event::{
     event_sk, job_id, parse_job_id, EventItem, EventKey, Lane, StageEvent, JOB_STAGE,
     MAX_ERROR_DETAILS_CHARS, MAX_ERROR_SUMMARY_CHARS,
 };
+pub use retry::{execution_name, plan_retries, Dispatch, RetryInput, MAX_EXECUTION_NAME_CHARS};
 pub use rollup::{
     fold_by_job, FailedJob, JobMismatch, JobRollup, JobState, JobStatus, LastFailure, RetryPolicy,
     RetryState, StageRollup,
 };
 pub use sla::{
-    AlertKind, AlertMessage, Breach, Deadline, Measure, Severity, SlaRules, SourceRules,
-    DEFAULT_RULES_TOML,
+    AlertKind, AlertMessage, AlertState, Breach, Deadline, Measure, Severity, SlaRules,
+    SourceRules, DEFAULT_RULES_TOML,
 };
+pub use sweep::{plan_sweep, watched_run_dates, LedgerAlert, LedgerState, SweepPlan};
 pub use values::{truncate_chars, Name, RunDate, Status, Timestamp, MAX_NAME_CHARS};

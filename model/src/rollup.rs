@@ -426,7 +426,8 @@ pub struct FailedJob {
     pub error_details: Option<String>,
     pub failure_count: u32,
     pub retry_state: RetryState,
-    /// Only on PENDING entries, so the `pending-by-due` index stays sparse.
+    /// Only on PENDING entries with no retry under way, so the `pending-by-due` index stays sparse
+    /// and holds exactly the entries waiting for a resubmission.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_retry_at: Option<Timestamp>,
     pub ttl: i64,
@@ -450,11 +451,16 @@ impl FailedJob {
                 } else {
                     RetryState::Pending
                 };
-                let next_retry_at = (retry_state == RetryState::Pending).then(|| {
-                    failure
-                        .at
-                        .plus_seconds(policy.backoff_seconds(failure_count))
-                });
+                // A RUNNING event after the latest failure means a retry is under way: the entry
+                // stays PENDING but leaves the due index until that retry fails or succeeds.
+                let retry_under_way =
+                    s.latest.key.status == Status::Running && s.latest.key.at > failure.at;
+                let next_retry_at =
+                    (retry_state == RetryState::Pending && !retry_under_way).then(|| {
+                        failure
+                            .at
+                            .plus_seconds(policy.backoff_seconds(failure_count))
+                    });
                 Some(FailedJob {
                     pk: lane.event_pk(&state.source, state.run_date),
                     job_id: state.job_id(),

@@ -134,6 +134,16 @@ impl SlaRules {
         &self.expected
     }
 
+    /// The largest `days_after` of any deadline: how many days after its run date a job can
+    /// still be on time (the sweeper watches run dates this far back, plus one).
+    pub fn max_deadline_days(&self) -> u32 {
+        std::iter::once(&self.defaults)
+            .chain(self.sources.values())
+            .filter_map(|r| r.deadline.map(|d| d.days_after))
+            .max()
+            .unwrap_or(0)
+    }
+
     pub fn retry(&self) -> &RetryPolicy {
         &self.retry
     }
@@ -322,11 +332,35 @@ impl Breach {
             observed: self.observed,
             detected_at,
             severity: self.severity,
+            state: AlertState::Breached,
+            resolved_at: None,
         }
     }
 }
 
-/// The SNS message body (JSON) of an alert, exactly the contract's fields.
+/// Whether an alert message announces a breach or its resolution (body field and SNS message
+/// attribute `state`, so subscribers can filter).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum AlertState {
+    #[default]
+    Breached,
+    Resolved,
+}
+
+impl AlertState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertState::Breached => "BREACHED",
+            AlertState::Resolved => "RESOLVED",
+        }
+    }
+}
+
+/// The SNS message body (JSON) of an alert: the contract's fields, plus `state` (and
+/// `resolved_at` on a resolution).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AlertMessage {
     pub alert_id: String,
@@ -340,6 +374,24 @@ pub struct AlertMessage {
     pub observed: Measure,
     pub detected_at: Timestamp,
     pub severity: Severity,
+    /// BREACHED, or RESOLVED on the resolution of an earlier alert (same `alert_id` and `kind`).
+    /// Bodies stored before this field existed read as BREACHED.
+    #[serde(default)]
+    pub state: AlertState,
+    /// Set on resolutions only: when the breach was found to be over.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolved_at: Option<Timestamp>,
+}
+
+impl AlertMessage {
+    /// The resolution of this alert: the same body, `state` RESOLVED and `resolved_at`.
+    pub fn resolution(&self, resolved_at: Timestamp) -> AlertMessage {
+        AlertMessage {
+            state: AlertState::Resolved,
+            resolved_at: Some(resolved_at),
+            ..self.clone()
+        }
+    }
 }
 
 #[derive(Deserialize)]

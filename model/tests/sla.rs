@@ -246,12 +246,28 @@ fn the_alert_message_has_the_contract_fields() {
             "severity",
             "source",
             "stage",
+            "state",
             "threshold"
         ]
     );
+    assert_eq!(json["state"], "BREACHED");
     assert_eq!(json["kind"], "STAGE_DURATION");
     assert_eq!(json["severity"], "WARNING");
     assert_eq!(json["threshold"], 1800);
     assert_eq!(json["run_date"], "20260625");
     assert_eq!(json["category"], serde_json::Value::Null);
+
+    // A resolution is the same body, marked RESOLVED, with when it was found over.
+    let resolved = breach
+        .message(ts("2026-06-25T02:00:00Z"))
+        .resolution(ts("2026-06-25T03:00:00Z"));
+    let json = serde_json::to_value(resolved).unwrap();
+    assert_eq!(
+        (&json["state"], &json["resolved_at"], &json["kind"]),
+        (
+            &serde_json::json!("RESOLVED"),
+            &serde_json::json!("2026-06-25T03:00:00Z"),
+            &serde_json::json!("STAGE_DURATION")
+        )
+    );
 }

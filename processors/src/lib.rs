@@ -1,5 +1,5 @@
-//! pipetel's adapters and entry points: the stream processor, its DynamoDB and SNS adapters,
-//! the Lambda handler and the CLI.
+//! pipetel's adapters and entry points: the stream processor, the SLA sweeper, the retry
+//! dispatcher, their DynamoDB, SNS and Step Functions adapters, and the Lambda handlers.
 #![forbid(unsafe_code)]
 
 pub mod adapters;
@@ -12,6 +12,8 @@ pub mod ports;
 pub mod processor;
 pub mod queries;
 pub mod replay;
+pub mod retry;
 pub mod settings;
 pub mod streams;
+pub mod sweeper;
 pub mod tables;

@@ -1,10 +1,12 @@
-//! Ports: the small async traits the processor needs. Adapters hold an SDK client plus the
-//! table or topic name; only domain types and [`StoreError`]/[`AlertError`] cross these traits.
+//! Ports: the small async traits the processors need. Adapters hold an SDK client plus the
+//! table, topic or state machine; only domain types and the errors below cross these traits.
 
 use std::collections::HashMap;
 use std::future::Future;
 
-use pipetel_model::{Breach, FailedJob, JobRollup, Timestamp};
+use pipetel_model::{
+    AlertMessage, Breach, Dispatch, FailedJob, JobRollup, LedgerAlert, Name, RunDate, Timestamp,
+};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -90,4 +92,78 @@ pub trait AlertSink: Send + Sync {
         breaches: &[Breach],
         detected_at: Timestamp,
     ) -> impl Future<Output = Result<Raised, AlertError>> + Send;
+}
+
+/// Rollups listed by run date (the `job-rollups` index `by-run-date`), for the sweeper.
+pub trait RollupsByDate: Send + Sync {
+    fn rollups_of(
+        &self,
+        run_date: RunDate,
+    ) -> impl Future<Output = Result<Vec<JobRollup>, StoreError>> + Send;
+}
+
+/// The retry queue as the dispatcher sees it (the `failed-jobs` index `pending-by-due`).
+pub trait RetryQueue: Send + Sync {
+    /// PENDING entries with `next_retry_at <= now`, found with a Query, never a Scan.
+    fn due(
+        &self,
+        now: Timestamp,
+    ) -> impl Future<Output = Result<Vec<FailedJob>, StoreError>> + Send;
+
+    /// Records a dispatch (`dispatched_at`, `execution_name`, `dispatch_count + 1`) and moves
+    /// `next_retry_at` to `dispatch.next_retry_at`, only if the entry is still PENDING and derived
+    /// from the same events as when it was read. `false`: it changed meanwhile, nothing written.
+    fn mark_dispatched(
+        &self,
+        dispatch: &Dispatch,
+        at: Timestamp,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+}
+
+/// The alert ledger read back, and resolutions published through it at most once per alert.
+pub trait AlertLedger: Send + Sync {
+    /// Every ledger entry of one run date (the `sla-alerts` index `by-run-date`).
+    fn alerts_of(
+        &self,
+        run_date: RunDate,
+    ) -> impl Future<Output = Result<Vec<LedgerAlert>, AlertError>> + Send;
+
+    /// Publishes these resolution messages (from [`AlertMessage::resolution`]) and marks their
+    /// alerts RESOLVED; an alert already resolved (or being resolved) is counted, not re-sent.
+    fn resolve(
+        &self,
+        resolutions: &[AlertMessage],
+    ) -> impl Future<Output = Result<Raised, AlertError>> + Send;
+}
+
+/// What a [`RetryTarget`] did with one resubmission.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "outcome", rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Submitted {
+    /// A new run was started (`run_id`: e.g. the Step Functions execution ARN).
+    Started { run_id: String },
+    /// A run under this idempotent name already exists: an earlier dispatch got through.
+    AlreadyStarted,
+}
+
+/// Why a resubmission did not happen. The entry stays due and is tried again on the next run.
+#[derive(Debug, thiserror::Error)]
+pub enum RetryError {
+    #[error("no retry target is configured for source {source_name}")]
+    NoTarget { source_name: Name },
+    #[error("resubmitting to {target} failed")]
+    Submit {
+        target: String,
+        #[source]
+        source: BoxError,
+    },
+}
+
+/// Where failed stages are resubmitted: Step Functions by default; SQS, a webhook or anything
+/// else by implementing this trait. Must be idempotent on `dispatch.execution_name`.
+pub trait RetryTarget: Send + Sync {
+    fn submit(
+        &self,
+        dispatch: &Dispatch,
+    ) -> impl Future<Output = Result<Submitted, RetryError>> + Send;
 }

@@ -239,12 +239,29 @@ pub enum DriftKind {
     Unreadable(String),
 }
 
-/// Compares stored items with the expected projections, attribute by attribute.
+/// Attributes of a stored failed-jobs entry that the retry dispatcher owns once it has
+/// resubmitted the entry (it moves `next_retry_at` past the backoff): not drift.
+pub fn dispatcher_owned(item: &Item) -> &'static [&'static str] {
+    if item.contains_key("dispatched_at") {
+        &["next_retry_at"]
+    } else {
+        &[]
+    }
+}
+
+/// Attributes no other writer owns: everything is compared.
+pub fn nothing_owned(_: &Item) -> &'static [&'static str] {
+    &[]
+}
+
+/// Compares stored items with the expected projections, attribute by attribute, except those
+/// `owned_elsewhere` says another writer legitimately changes.
 pub fn compare<T: Serialize + serde::de::DeserializeOwned>(
     table: &str,
     key_attribute: &str,
     expected: &BTreeMap<String, T>,
     stored: Vec<Item>,
+    owned_elsewhere: fn(&Item) -> &'static [&'static str],
 ) -> Vec<Drift> {
     let drift = |key: &str, problem| Drift {
         table: table.to_owned(),
@@ -260,6 +277,7 @@ pub fn compare<T: Serialize + serde::de::DeserializeOwned>(
             found.push(drift(&key, DriftKind::Unexpected));
             continue;
         };
+        let skipped = owned_elsewhere(&item);
         // Normalise both sides through the projection type, so attributes the type does not
         // own (e.g. a dispatcher's bookkeeping) are not drift, and encodings compare equal.
         let stored: T = match serde_dynamo::from_item(item) {
@@ -277,7 +295,7 @@ pub fn compare<T: Serialize + serde::de::DeserializeOwned>(
             (serde_json::Value::Object(ours), serde_json::Value::Object(theirs)) => ours
                 .keys()
                 .chain(theirs.keys())
-                .filter(|k| ours.get(*k) != theirs.get(*k))
+                .filter(|k| !skipped.contains(&k.as_str()) && ours.get(*k) != theirs.get(*k))
                 .cloned()
                 .collect::<std::collections::BTreeSet<_>>()
                 .into_iter()
@@ -350,7 +368,7 @@ mod tests {
             ),
         ]);
         let stored = vec![item("a", 1), item("b", 20), item("z", 9)];
-        let mut drift = compare("t", "id", &expected, stored);
+        let mut drift = compare("t", "id", &expected, stored, nothing_owned);
         drift.sort_by(|x, y| x.key.cmp(&y.key));
         let problems: Vec<_> = drift.iter().map(|d| (d.key.as_str(), &d.problem)).collect();
         assert_eq!(
@@ -374,8 +392,34 @@ mod tests {
         )]);
         let mut broken = item("a", 1);
         broken.insert("value".into(), AttributeValue::S("one".into()));
-        let drift = compare("t", "id", &expected, vec![broken]);
+        let drift = compare("t", "id", &expected, vec![broken], nothing_owned);
         assert!(matches!(drift[0].problem, DriftKind::Unreadable(_)));
+    }
+
+    #[derive(Debug, Serialize, serde::Deserialize, PartialEq)]
+    struct Entry {
+        pk: String,
+        next_retry_at: String,
+    }
+
+    #[test]
+    fn a_dispatched_entrys_next_retry_at_belongs_to_the_dispatcher() {
+        let entry = |at: &str| Entry {
+            pk: "a".into(),
+            next_retry_at: at.into(),
+        };
+        let expected = BTreeMap::from([("a".to_owned(), entry("01:15"))]);
+        let mut moved: Item = serde_dynamo::to_item(entry("03:45")).unwrap();
+        let not_dispatched = compare("t", "pk", &expected, vec![moved.clone()], dispatcher_owned);
+        assert_eq!(
+            not_dispatched[0].problem,
+            DriftKind::Differs(vec!["next_retry_at".into()])
+        );
+        moved.insert("dispatched_at".into(), AttributeValue::S("03:30".into()));
+        assert_eq!(
+            compare("t", "pk", &expected, vec![moved], dispatcher_owned),
+            []
+        );
     }
 
     #[test]

@@ -4,6 +4,8 @@ use aws_config::retry::RetryConfig;
 use aws_config::{BehaviorVersion, SdkConfig};
 use pipetel_model::{ConfigError, SlaRules, DEFAULT_RULES_TOML};
 
+use crate::adapters::StateMachines;
+
 /// Attempts per AWS request (throttling and transient errors are retried with backoff by the SDK).
 pub const SDK_MAX_ATTEMPTS: u32 = 5;
 
@@ -19,9 +21,11 @@ pub enum SettingsError {
     },
     #[error(transparent)]
     Rules(#[from] ConfigError),
+    #[error("environment variable {name}: {reason}")]
+    Invalid { name: &'static str, reason: String },
 }
 
-/// What the stream processor needs to know about its deployment.
+/// What the stream processor and the sla-sweeper need to know about their deployment.
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub rollups_table: String,
@@ -38,6 +42,39 @@ impl Settings {
             failed_jobs_table: required("PIPETEL_FAILED_JOBS_TABLE")?,
             alerts_table: required("PIPETEL_ALERTS_TABLE")?,
             alert_topic_arn: required("PIPETEL_ALERT_TOPIC_ARN")?,
+            rules: load_rules()?,
+        })
+    }
+}
+
+/// What the retry dispatcher needs to know about its deployment.
+#[derive(Debug, Clone)]
+pub struct RetrySettings {
+    pub failed_jobs_table: String,
+    /// `PIPETEL_STATE_MACHINE_ARN` (default for every source) and `PIPETEL_STATE_MACHINES`
+    /// (`source=arn,...`, per-source overrides); at least one must be set.
+    pub state_machines: StateMachines,
+    /// For its `[retry]` policy.
+    pub rules: SlaRules,
+}
+
+impl RetrySettings {
+    pub fn from_env() -> Result<Self, SettingsError> {
+        let invalid = |reason: String| SettingsError::Invalid {
+            name: "PIPETEL_STATE_MACHINES",
+            reason,
+        };
+        let state_machines = StateMachines::parse(
+            non_empty("PIPETEL_STATE_MACHINE_ARN"),
+            &non_empty("PIPETEL_STATE_MACHINES").unwrap_or_default(),
+        )
+        .map_err(invalid)?;
+        if state_machines.default.is_none() && state_machines.by_source.is_empty() {
+            return Err(SettingsError::Missing("PIPETEL_STATE_MACHINE_ARN"));
+        }
+        Ok(Self {
+            failed_jobs_table: required("PIPETEL_FAILED_JOBS_TABLE")?,
+            state_machines,
             rules: load_rules()?,
         })
     }

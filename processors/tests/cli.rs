@@ -129,6 +129,31 @@ fn a_shell_step_logs_events_and_an_operator_sees_the_projections() {
         .ok(&["jobs", "--date", "20260625"])
         .contains("orders#20260625"));
 
+    // The scheduled functions, run once by hand (dry runs change nothing).
+    let sweep: serde_json::Value = serde_json::from_str(&cli.ok(&[
+        "sweep",
+        "--dry-run",
+        "--json",
+        "--topic-arn",
+        &topic_arn,
+        "--now",
+        "2026-06-25T03:30:00Z",
+    ]))
+    .unwrap();
+    assert_eq!(sweep["dry_run"], true);
+    let retry: serde_json::Value = serde_json::from_str(&cli.ok(&[
+        "retry",
+        "--dry-run",
+        "--json",
+        "--now",
+        "2026-06-25T03:30:00Z",
+        "--state-machine-arn",
+        "arn:aws:states:us-east-1:123456789012:stateMachine:etl",
+    ]))
+    .unwrap();
+    assert_eq!(retry["dispatches"][0]["pk"], "orders#extract#20260625");
+    assert_eq!(retry["dispatches"][0]["outcome"]["result"], "WOULD_SUBMIT");
+
     // verify: clean; then drift (exit 3) once the log has an event the projections lack (no
     // consumer ran); then clean after a rebuild.
     assert!(cli.ok(&["verify"]).contains("no drift"));

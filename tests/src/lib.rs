@@ -13,11 +13,15 @@ use aws_smithy_runtime_api::client::interceptors::Intercept;
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::config_bag::ConfigBag;
 use pipetel_model::{AlertMessage, FailedJob, JobRollup, StageEvent};
-use pipetel_processors::adapters::{DynamoProjectionStore, SnsAlertSink};
+use pipetel_processors::adapters::{
+    DynamoProjectionStore, DynamoRetryQueue, SnsAlertSink, StateMachines, StepFunctionsTarget,
+};
 use pipetel_processors::consumer::stream_arn_of;
 use pipetel_processors::decode::StreamBatch;
 use pipetel_processors::processor::StreamProcessor;
+use pipetel_processors::retry::RetryDispatcher;
 use pipetel_processors::streams::to_lambda_record;
+use pipetel_processors::sweeper::Sweeper;
 use pipetel_processors::tables::create_tables;
 
 pub const EVENTS_TABLE: &str = "pipeline-logs";
@@ -41,6 +45,7 @@ pub struct Stack {
     pub streams: aws_sdk_dynamodbstreams::Client,
     pub sns: aws_sdk_sns::Client,
     pub sqs: aws_sdk_sqs::Client,
+    pub sfn: aws_sdk_sfn::Client,
     pub topic_arn: String,
     pub queue_url: String,
     pub stream_arn: String,
@@ -93,6 +98,7 @@ impl Stack {
             .unwrap();
         Self {
             streams: aws_sdk_dynamodbstreams::Client::new(&config),
+            sfn: aws_sdk_sfn::Client::new(&config),
             moto,
             config,
             dynamodb,
@@ -115,6 +121,119 @@ impl Stack {
             SnsAlertSink::new(dynamodb, self.sns.clone(), ALERTS_TABLE, &self.topic_arn),
             rules,
         )
+    }
+
+    /// The sla-sweeper with the production adapters, on `dynamodb` (which may carry test
+    /// interceptors).
+    pub fn sweeper(
+        &self,
+        dynamodb: aws_sdk_dynamodb::Client,
+        rules: pipetel_model::SlaRules,
+    ) -> Sweeper<DynamoProjectionStore, SnsAlertSink> {
+        Sweeper::new(
+            DynamoProjectionStore::new(dynamodb.clone(), ROLLUPS_TABLE, FAILED_JOBS_TABLE),
+            SnsAlertSink::new(dynamodb, self.sns.clone(), ALERTS_TABLE, &self.topic_arn),
+            rules,
+        )
+    }
+
+    /// Projects the stream records not projected yet (`seen` counts those that were), as if they
+    /// had been written at `clock`: time is a parameter, so tests simulate hours without waiting.
+    pub async fn project_new(
+        &self,
+        processor: &StreamProcessor<DynamoProjectionStore, SnsAlertSink>,
+        seen: &mut usize,
+        clock: pipetel_model::Timestamp,
+    ) -> pipetel_processors::processor::BatchReport {
+        let records = self.read_stream().await;
+        let new = records[*seen..]
+            .iter()
+            .cloned()
+            .map(|record| {
+                let mut decoded = pipetel_processors::decode::decode_record(record);
+                decoded.written_at = Some(clock);
+                decoded
+            })
+            .collect();
+        *seen = records.len();
+        let report = processor.process(new, clock).await;
+        assert_eq!(report.first_failed_sequence, None, "{report:?}");
+        report
+    }
+
+    /// One raw item of a table, by its key attribute.
+    pub async fn item(
+        &self,
+        table: &str,
+        key: &str,
+        value: &str,
+    ) -> Option<std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>> {
+        self.dynamodb
+            .get_item()
+            .table_name(table)
+            .key(
+                key,
+                aws_sdk_dynamodb::types::AttributeValue::S(value.to_owned()),
+            )
+            .consistent_read(true)
+            .send()
+            .await
+            .unwrap()
+            .item
+    }
+
+    /// The retry dispatcher with the production adapters, resubmitting to `machines`.
+    pub fn dispatcher(
+        &self,
+        machines: StateMachines,
+        rules: &pipetel_model::SlaRules,
+    ) -> RetryDispatcher<DynamoRetryQueue, StepFunctionsTarget> {
+        RetryDispatcher::new(
+            DynamoRetryQueue::new(self.dynamodb.clone(), FAILED_JOBS_TABLE),
+            StepFunctionsTarget::new(self.sfn.clone(), machines),
+            rules.retry().clone(),
+        )
+    }
+
+    /// A (pass-through) Step Functions state machine in moto; returns its ARN.
+    pub async fn state_machine(&self, name: &str) -> String {
+        self.sfn
+            .create_state_machine()
+            .name(name)
+            .definition(r#"{"StartAt":"Run","States":{"Run":{"Type":"Pass","End":true}}}"#)
+            .role_arn("arn:aws:iam::123456789012:role/pipetel-pipeline")
+            .send()
+            .await
+            .unwrap()
+            .state_machine_arn
+    }
+
+    /// Executions of a state machine: (name, input), oldest first.
+    pub async fn executions(&self, state_machine_arn: &str) -> Vec<(String, serde_json::Value)> {
+        let listed = self
+            .sfn
+            .list_executions()
+            .state_machine_arn(state_machine_arn)
+            .send()
+            .await
+            .unwrap();
+        let mut executions = Vec::new();
+        for execution in listed.executions {
+            let described = self
+                .sfn
+                .describe_execution()
+                .execution_arn(&execution.execution_arn)
+                .send()
+                .await
+                .unwrap();
+            let input = serde_json::from_str(described.input().unwrap_or("null")).unwrap();
+            executions.push((described.start_date, execution.name, input));
+        }
+        executions.sort_by(|a, b| a.0.secs().cmp(&b.0.secs()).then(a.1.cmp(&b.1)));
+        executions
+            .into_iter()
+            .map(|(_, name, input)| (name, input))
+            .collect()
     }
 
     /// Writes events as a producer following the contract would (full-schema PutItem).
@@ -201,7 +320,7 @@ impl Stack {
         serde_dynamo::from_items(out.items.unwrap_or_default()).unwrap()
     }
 
-    /// Alerts delivered to the subscribed queue, with their `kind` message attribute checked.
+    /// Alerts delivered to the subscribed queue, with their message attributes checked.
     pub async fn received_alerts(&self) -> Vec<AlertMessage> {
         let mut alerts = Vec::new();
         loop {
@@ -230,6 +349,7 @@ impl Stack {
                     attribute("severity").as_deref(),
                     Some(alert.severity.as_str())
                 );
+                assert_eq!(attribute("state").as_deref(), Some(alert.state.as_str()));
                 alerts.push(alert);
                 self.sqs
                     .delete_message()

@@ -5,8 +5,8 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use pipetel_model::{SlaRules, Status, DEFAULT_RULES_TOML};
 use pipetel_processors::consumer::{CheckpointTable, ConsumeOptions, StreamConsumer};
 use pipetel_processors::replay::{
-    batch_write, compare, decode_log, scan_all, write_projections, Drift, DriftKind, Projections,
-    MAX_BATCH_WRITE_ITEMS,
+    batch_write, compare, decode_log, dispatcher_owned, nothing_owned, scan_all, write_projections,
+    Drift, DriftKind, Projections, MAX_BATCH_WRITE_ITEMS,
 };
 use pipetel_processors::tables::{create_tables, TableNames};
 use pipetel_tests::scenario::{day, event};
@@ -72,6 +72,7 @@ async fn drift(stack: &Stack, projections: &Projections) -> Vec<Drift> {
         scan_all(&stack.dynamodb, ROLLUPS_TABLE, 2, none)
             .await
             .unwrap(),
+        nothing_owned,
     );
     drift.extend(compare(
         FAILED_JOBS_TABLE,
@@ -80,6 +81,7 @@ async fn drift(stack: &Stack, projections: &Projections) -> Vec<Drift> {
         scan_all(&stack.dynamodb, FAILED_JOBS_TABLE, 2, none)
             .await
             .unwrap(),
+        dispatcher_owned,
     ));
     drift.sort_by(|a, b| a.key.cmp(&b.key));
     drift

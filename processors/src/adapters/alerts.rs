@@ -2,17 +2,22 @@
 //!
 //! Claim (conditional put) → publish → mark published. A claim whose publisher died is taken over
 //! after [`CLAIM_LEASE_SECONDS`]; until then the alert is reported in flight and its record retried.
+//!
+//! Resolutions go the same way on the same item: PUBLISHED → RESOLVING (conditional update, same
+//! lease) → publish the resolution → RESOLVED, so each alert is resolved at most once.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_sns::types::{MessageAttributeValue, PublishBatchRequestEntry};
-use pipetel_model::{AlertMessage, Breach, Timestamp};
+use pipetel_model::{
+    AlertMessage, AlertState, Breach, LedgerAlert, LedgerState, RunDate, Timestamp,
+};
 use serde::{Deserialize, Serialize};
 
 use super::is_condition_failure;
-use crate::ports::{AlertError, AlertSink, Raised};
+use crate::ports::{AlertError, AlertLedger, AlertSink, Raised};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -27,6 +32,10 @@ const IN_FLIGHT_POLLS: u32 = 30;
 
 const CLAIMED: &str = "CLAIMED";
 const PUBLISHED: &str = "PUBLISHED";
+const RESOLVING: &str = "RESOLVING";
+const RESOLVED: &str = "RESOLVED";
+/// `sla-alerts` index: (`run_date`, `alert_id`).
+pub const ALERTS_BY_RUN_DATE: &str = "by-run-date";
 
 /// One alert in the ledger table.
 #[derive(Debug, Serialize, Deserialize)]
@@ -86,17 +95,21 @@ impl SnsAlertSink {
         }
     }
 
+    fn next_token(&self) -> String {
+        format!(
+            "{}-{}",
+            self.claimer,
+            self.claims.fetch_add(1, Ordering::Relaxed)
+        )
+    }
+
     /// Claims `message` for publishing: `Some(token)` if this worker must publish it.
     async fn claim(
         &self,
         message: &AlertMessage,
         body: String,
     ) -> Result<Option<String>, AlertError> {
-        let token = format!(
-            "{}-{}",
-            self.claimer,
-            self.claims.fetch_add(1, Ordering::Relaxed)
-        );
+        let token = self.next_token();
         let now = message.detected_at.epoch_seconds();
         let entry = LedgerEntry {
             alert_id: message.alert_id.clone(),
@@ -211,49 +224,243 @@ impl AlertSink for SnsAlertSink {
                 None => raised.already_published += 1,
             }
         }
-        for chunk in claimed.chunks(MAX_PUBLISH_BATCH) {
-            let entries = chunk
+        let published = self.publish(&claimed).await;
+        for &(i, ref message_id) in &published.sent {
+            let (message, _, token) = &claimed[i];
+            self.mark_published(&message.alert_id, token, message_id, detected_at)
+                .await?;
+            raised.published += 1;
+        }
+        published.failure.map_or(Ok(raised), Err)
+    }
+}
+
+/// What a round of PublishBatch requests achieved.
+struct Published {
+    /// Index into the input and SNS message id of each message sent.
+    sent: Vec<(usize, String)>,
+    /// The first failure; messages after it in its batch or later batches were not all sent.
+    failure: Option<AlertError>,
+}
+
+impl SnsAlertSink {
+    /// Publishes claimed messages (body, claim token) in batches of [`MAX_PUBLISH_BATCH`].
+    async fn publish(&self, claimed: &[(AlertMessage, String, String)]) -> Published {
+        let mut sent = Vec::new();
+        for (n, chunk) in claimed.chunks(MAX_PUBLISH_BATCH).enumerate() {
+            let offset = n * MAX_PUBLISH_BATCH;
+            let entries = match chunk
                 .iter()
                 .enumerate()
                 .map(|(i, (message, body, _))| publish_entry(i, message, body))
                 .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| self.publish_error(e))?;
-            let out = self
+            {
+                Ok(entries) => entries,
+                Err(e) => {
+                    return Published {
+                        sent,
+                        failure: Some(self.publish_error(e)),
+                    }
+                }
+            };
+            let out = match self
                 .sns
                 .publish_batch()
                 .topic_arn(&self.topic_arn)
                 .set_publish_batch_request_entries(Some(entries))
                 .send()
                 .await
-                .map_err(|e| self.publish_error(e))?;
+            {
+                Ok(out) => out,
+                Err(e) => {
+                    return Published {
+                        sent,
+                        failure: Some(self.publish_error(e)),
+                    }
+                }
+            };
             for ok in out.successful.unwrap_or_default() {
-                let Some((message, _, token)) = ok
+                if let Some(i) = ok
                     .id
                     .as_deref()
                     .and_then(|id| id.parse::<usize>().ok())
-                    .and_then(|i| chunk.get(i))
-                else {
-                    continue;
-                };
-                self.mark_published(
-                    &message.alert_id,
-                    token,
-                    ok.message_id.as_deref().unwrap_or(""),
-                    detected_at,
-                )
-                .await?;
-                raised.published += 1;
+                    .filter(|&i| i < chunk.len())
+                {
+                    sent.push((offset + i, ok.message_id.unwrap_or_default()));
+                }
             }
             if let Some(failed) = out.failed.filter(|f| !f.is_empty()) {
                 let reasons: Vec<String> = failed
                     .iter()
                     .map(|f| format!("{}: {}", f.code, f.message.clone().unwrap_or_default()))
                     .collect();
-                return Err(self.publish_error(reasons.join("; ")));
+                return Published {
+                    sent,
+                    failure: Some(self.publish_error(reasons.join("; "))),
+                };
             }
         }
-        Ok(raised)
+        Published {
+            sent,
+            failure: None,
+        }
     }
+
+    /// Claims the resolution of a published alert: `Some(token)` if this worker must publish it.
+    async fn claim_resolution(
+        &self,
+        resolution: &AlertMessage,
+        now: Timestamp,
+    ) -> Result<Option<String>, AlertError> {
+        let token = self.next_token();
+        let result = self
+            .dynamodb
+            .update_item()
+            .table_name(&self.ledger_table)
+            .key("alert_id", AttributeValue::S(resolution.alert_id.clone()))
+            .update_expression(
+                "SET #state = :resolving, resolving_at = :now, resolve_token = :token",
+            )
+            .condition_expression(
+                "#state = :published OR (#state = :resolving AND resolving_at < :stale)",
+            )
+            .expression_attribute_names("#state", "state")
+            .expression_attribute_values(":resolving", AttributeValue::S(RESOLVING.to_owned()))
+            .expression_attribute_values(":published", AttributeValue::S(PUBLISHED.to_owned()))
+            .expression_attribute_values(":now", AttributeValue::N(now.epoch_seconds().to_string()))
+            .expression_attribute_values(
+                ":stale",
+                AttributeValue::N((now.epoch_seconds() - CLAIM_LEASE_SECONDS).to_string()),
+            )
+            .expression_attribute_values(":token", AttributeValue::S(token.clone()))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(Some(token)),
+            Err(err) if is_condition_failure(&err) => Ok(None),
+            Err(err) => Err(self.ledger_error("UpdateItem", err)),
+        }
+    }
+
+    async fn mark_resolved(
+        &self,
+        alert_id: &str,
+        token: &str,
+        message_id: &str,
+        at: Timestamp,
+    ) -> Result<(), AlertError> {
+        let result = self
+            .dynamodb
+            .update_item()
+            .table_name(&self.ledger_table)
+            .key("alert_id", AttributeValue::S(alert_id.to_owned()))
+            .update_expression(
+                "SET #state = :resolved, resolved_at = :at, resolution_message_id = :mid",
+            )
+            .condition_expression("resolve_token = :token")
+            .expression_attribute_names("#state", "state")
+            .expression_attribute_values(":resolved", AttributeValue::S(RESOLVED.to_owned()))
+            .expression_attribute_values(":at", AttributeValue::S(at.to_string()))
+            .expression_attribute_values(":mid", AttributeValue::S(message_id.to_owned()))
+            .expression_attribute_values(":token", AttributeValue::S(token.to_owned()))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(err) if is_condition_failure(&err) => {
+                tracing::warn!(
+                    alert_id,
+                    "resolution lease expired before publishing finished; it may be sent twice"
+                );
+                Ok(())
+            }
+            Err(err) => Err(self.ledger_error("UpdateItem", err)),
+        }
+    }
+}
+
+impl AlertLedger for SnsAlertSink {
+    async fn alerts_of(&self, run_date: RunDate) -> Result<Vec<LedgerAlert>, AlertError> {
+        let mut alerts = Vec::new();
+        let mut start = None;
+        loop {
+            let out = self
+                .dynamodb
+                .query()
+                .table_name(&self.ledger_table)
+                .index_name(ALERTS_BY_RUN_DATE)
+                .key_condition_expression("run_date = :d")
+                .expression_attribute_values(":d", AttributeValue::S(run_date.to_string()))
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| self.ledger_error("Query", e))?;
+            for item in out.items.unwrap_or_default() {
+                match ledger_alert(item) {
+                    Ok(alert) => alerts.push(alert),
+                    // Not ours to fix here: an unreadable entry is left alone, loudly.
+                    Err(reason) => tracing::warn!(%run_date, reason, "ledger entry skipped"),
+                }
+            }
+            match out.last_evaluated_key {
+                Some(key) if !key.is_empty() => start = Some(key),
+                _ => return Ok(alerts),
+            }
+        }
+    }
+
+    async fn resolve(&self, resolutions: &[AlertMessage]) -> Result<Raised, AlertError> {
+        let mut raised = Raised::default();
+        let mut claimed = Vec::new();
+        for resolution in resolutions {
+            let now = resolution.resolved_at.unwrap_or(resolution.detected_at);
+            let body = serde_json::to_string(resolution).map_err(|e| self.publish_error(e))?;
+            match self.claim_resolution(resolution, now).await? {
+                Some(token) => claimed.push((resolution.clone(), body, token)),
+                None => raised.already_published += 1,
+            }
+        }
+        let published = self.publish(&claimed).await;
+        for &(i, ref message_id) in &published.sent {
+            let (message, _, token) = &claimed[i];
+            let at = message.resolved_at.unwrap_or(message.detected_at);
+            self.mark_resolved(&message.alert_id, token, message_id, at)
+                .await?;
+            raised.published += 1;
+        }
+        published.failure.map_or(Ok(raised), Err)
+    }
+}
+
+/// A ledger item read back: its state and the body it was published with.
+fn ledger_alert(item: HashMap<String, AttributeValue>) -> Result<LedgerAlert, String> {
+    let text = |name: &str| match item.get(name) {
+        Some(AttributeValue::S(s)) => Ok(s.as_str()),
+        _ => Err(format!("{name} missing or not a string")),
+    };
+    let epoch = |name: &str| {
+        let value = match item.get(name) {
+            Some(AttributeValue::N(n)) => n.parse::<i64>().ok(),
+            _ => None,
+        };
+        value
+            .and_then(Timestamp::from_epoch_seconds)
+            .ok_or_else(|| format!("{name} missing or not epoch seconds"))
+    };
+    let message: AlertMessage =
+        serde_json::from_str(text("message")?).map_err(|e| format!("message: {e}"))?;
+    let state = match text("state")? {
+        CLAIMED => LedgerState::Claimed {
+            at: epoch("claimed_at")?,
+        },
+        PUBLISHED => LedgerState::Published,
+        RESOLVING => LedgerState::Resolving {
+            at: epoch("resolving_at")?,
+        },
+        RESOLVED => LedgerState::Resolved,
+        other => return Err(format!("unknown state {other:?}")),
+    };
+    Ok(LedgerAlert { message, state })
 }
 
 /// One PublishBatch entry: JSON body, a readable subject, and the filterable attributes.
@@ -272,9 +479,14 @@ fn publish_entry(
         ("source".to_owned(), attribute(message.source.as_str())?),
         ("kind".to_owned(), attribute(message.kind.as_str())?),
         ("severity".to_owned(), attribute(message.severity.as_str())?),
+        ("state".to_owned(), attribute(message.state.as_str())?),
     ]);
+    let resolved = match message.state {
+        AlertState::Breached => "",
+        AlertState::Resolved => "RESOLVED ",
+    };
     let subject: String = format!(
-        "[{}] {} {}",
+        "{resolved}[{}] {} {}",
         message.severity.as_str(),
         message.kind,
         message.job_id

@@ -6,8 +6,14 @@ mod dynamodb;
 #[cfg(feature = "memory")]
 pub mod memory;
 
-pub use alerts::{SnsAlertSink, CLAIM_LEASE_SECONDS, MAX_PUBLISH_BATCH};
-pub use dynamodb::{DynamoProjectionStore, MAX_BATCH_GET_KEYS};
+mod stepfunctions;
+
+pub use alerts::{SnsAlertSink, ALERTS_BY_RUN_DATE, CLAIM_LEASE_SECONDS, MAX_PUBLISH_BATCH};
+pub use dynamodb::{
+    DynamoProjectionStore, DynamoRetryQueue, MAX_BATCH_GET_KEYS, PENDING_BY_DUE,
+    ROLLUPS_BY_RUN_DATE,
+};
+pub use stepfunctions::{StateMachines, StepFunctionsTarget};
 
 use aws_sdk_dynamodb::error::SdkError;
 

@@ -1,14 +1,17 @@
 //! `pipetel demo`: the whole product on a laptop. moto (from `.venv`, installed if needed) on
 //! loopback; the tables from the infra template; an SQS queue subscribed to the alert topic; a
-//! day of six pipelines written with `PipelineLogger`; the stream consumer until caught up; then
-//! what an operator sees: rollups, the retry queue, and the alerts received.
+//! day of six pipelines written with `PipelineLogger`; the stream consumer until caught up; half an
+//! hour later the sla-sweeper and the retry dispatcher (moto Step Functions); then what an
+//! operator sees: rollups, the retry queue, and the alerts received.
 
 use aws_sdk_sqs::types::QueueAttributeName;
 use chrono::{DateTime, Duration, Timelike, Utc};
 use pipetel_model::{
-    AlertMessage, Name, RetryState, RunDate, SlaRules, StageEvent, Status, Timestamp,
+    AlertMessage, Name, RetryState, RunDate, SlaRules, StageEvent, Status, Timestamp, JOB_STAGE,
 };
-use pipetel_processors::adapters::{DynamoProjectionStore, SnsAlertSink};
+use pipetel_processors::adapters::{
+    DynamoProjectionStore, DynamoRetryQueue, SnsAlertSink, StateMachines, StepFunctionsTarget,
+};
 use pipetel_processors::consumer::{
     stream_arn_of, CheckpointTable, ConsumeOptions, StreamConsumer,
 };
@@ -16,12 +19,23 @@ use pipetel_processors::local::{ensure_venv, repo_root, sdk_config, Moto};
 use pipetel_processors::logger::put_event;
 use pipetel_processors::processor::StreamProcessor;
 use pipetel_processors::queries::ProjectionReader;
+use pipetel_processors::retry::RetryDispatcher;
+use pipetel_processors::sweeper::Sweeper;
 use pipetel_processors::tables::{create_tables, TableNames};
 
 use crate::output;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// The pipelines of the demo; all are expected to run daily.
+const SOURCES: [&str; 6] = [
+    "sales",
+    "orders",
+    "billing",
+    "customers",
+    "marketing",
+    "inventory",
+];
 /// The demo's day started this long before now.
 const DAY_SPAN_MINUTES: i64 = 360;
 
@@ -48,7 +62,7 @@ pub async fn run() -> Result<(), BoxError> {
         put_event(&dynamodb, &tables.events, &event).await?;
     }
     println!(
-        "▶ logged {} stage events of run {} for 5 pipelines (a 6th, inventory, never starts)",
+        "▶ logged {} stage events: two good days, then run {} of 5 pipelines (a 6th, inventory, never starts)",
         day.events()?.len(),
         day.run_date
     );
@@ -80,6 +94,93 @@ pub async fn run() -> Result<(), BoxError> {
         report.records, report.batches, report.rollup_writes, report.alerts_published
     );
 
+    let later = Timestamp::from_datetime(now + Duration::minutes(30));
+    println!("\n▶ 30 minutes later ({later}): the scheduled functions run");
+    let sweeper = Sweeper::new(
+        DynamoProjectionStore::new(dynamodb.clone(), &tables.rollups, &tables.failed_jobs),
+        SnsAlertSink::new(
+            dynamodb.clone(),
+            aws_sdk_sns::Client::new(&config),
+            &tables.alerts,
+            &topic_arn,
+        ),
+        SlaRules::from_toml(&day.rules_toml())?,
+    );
+    println!(
+        "\nsla-sweeper (pipetel sweep)\n{}",
+        sweeper.run(later, false).await?
+    );
+
+    let sfn = aws_sdk_sfn::Client::new(&config);
+    let machine = sfn
+        .create_state_machine()
+        .name("etl-pipeline")
+        .definition(r#"{"StartAt":"Run","States":{"Run":{"Type":"Pass","End":true}}}"#)
+        .role_arn("arn:aws:iam::123456789012:role/etl-pipeline")
+        .send()
+        .await?
+        .state_machine_arn;
+    let dispatcher = RetryDispatcher::new(
+        DynamoRetryQueue::new(dynamodb.clone(), &tables.failed_jobs),
+        StepFunctionsTarget::new(
+            sfn.clone(),
+            StateMachines::parse(Some(machine.clone()), "")?,
+        ),
+        SlaRules::from_toml(&day.rules_toml())?.retry().clone(),
+    );
+    println!(
+        "\nretry-dispatcher (pipetel retry --dry-run)\n{}",
+        dispatcher.run(later, true).await?
+    );
+    println!(
+        "\nretry-dispatcher (pipetel retry)\n{}",
+        dispatcher.run(later, false).await?
+    );
+    for execution in sfn
+        .list_executions()
+        .state_machine_arn(&machine)
+        .send()
+        .await?
+        .executions
+    {
+        let input = sfn
+            .describe_execution()
+            .execution_arn(&execution.execution_arn)
+            .send()
+            .await?
+            .input
+            .unwrap_or_default();
+        println!(
+            "  Step Functions execution {} input {input}",
+            execution.name
+        );
+    }
+
+    // The resubmitted run extracts successfully this time.
+    for (status, minutes) in [(Status::Running, 31), (Status::Done, 34)] {
+        let at = Timestamp::from_datetime(now + Duration::minutes(minutes));
+        let event = StageEvent::new(
+            Name::parse("source", "orders")?,
+            None,
+            Name::parse("stage", "extract")?,
+            day.run_date,
+            status,
+            at,
+        )?
+        .with_attempt(2);
+        put_event(&dynamodb, &tables.events, &event).await?;
+    }
+    let report = consumer
+        .run(ConsumeOptions {
+            until_caught_up: true,
+            ..ConsumeOptions::default()
+        })
+        .await?;
+    println!(
+        "\n▶ the retried orders extract succeeded; consumer applied {} more records",
+        report.records
+    );
+
     let reader = ProjectionReader::new(
         dynamodb.clone(),
         &tables.rollups,
@@ -91,10 +192,8 @@ pub async fn run() -> Result<(), BoxError> {
         day.run_date, day.run_date
     );
     output::jobs(&reader.jobs(day.run_date, None, None).await?, false)?;
-    println!("\nfailed-jobs retry queue (pipetel failed)");
-    let mut entries = reader.failed_jobs(RetryState::Pending).await?;
-    entries.extend(reader.failed_jobs(RetryState::Resolved).await?);
-    output::failed_jobs(&entries, false)?;
+    println!("\nfailed-jobs retry queue (pipetel failed --state resolved)");
+    output::failed_jobs(&reader.failed_jobs(RetryState::Resolved).await?, false)?;
     println!("\nSLA alerts received by the SQS subscriber");
     output::received(&receive_all(&config, &queue_url).await?);
     println!("\n▶ stopping moto");
@@ -204,7 +303,7 @@ impl Day {
 [defaults]
 expected_stages = ["extract", "clean", "convert", "merge"]
 max_job_duration = "2h"
-deadline = {{ at = "06:00", days_after = 2 }}
+deadline = {{ at = "06:00", days_after = 1 }}
 
 [defaults.max_stage_duration]
 extract = "30m"
@@ -238,7 +337,25 @@ merge = "20m"
                 Timestamp::from_datetime(at),
             )
         };
-        Ok(vec![
+        // The two days before: every pipeline ran and succeeded (the sweeper looks back that far).
+        let mut events = Vec::new();
+        for days_before in 1..=2 {
+            let run_date = RunDate::from_date(self.run_date.date() - Duration::days(days_before));
+            let started = self.start - Duration::days(days_before);
+            for source in SOURCES {
+                for (status, minutes) in [(Running, 0), (Succeeded, 90)] {
+                    events.push(StageEvent::new(
+                        Name::parse("source", source)?,
+                        None,
+                        Name::parse("stage", JOB_STAGE)?,
+                        run_date,
+                        status,
+                        Timestamp::from_datetime(started + Duration::minutes(minutes)),
+                    )?);
+                }
+            }
+        }
+        events.extend([
             // sales: clean fails on schema drift, the retry succeeds; convert is slow (50 min).
             event("sales", "job", Running, 0.0)?
                 .with_execution_id("arn:aws:states:us-east-1:123456789012:execution:sales:run-1"),
@@ -276,6 +393,7 @@ merge = "20m"
             event("customers", "extract", Running, 330.0)?,
             event("customers", "extract", Done, 340.0)?,
             event("customers", "clean", Running, 350.0)?,
-        ])
+        ]);
+        Ok(events)
     }
 }

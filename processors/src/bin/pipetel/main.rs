@@ -11,7 +11,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use pipetel_model::{RetryState, RunDate, SlaRules, Status, Timestamp};
-use pipetel_processors::adapters::{DynamoProjectionStore, SnsAlertSink};
+use pipetel_processors::adapters::{DynamoProjectionStore, SnsAlertSink, StateMachines};
 use pipetel_processors::consumer::{
     stream_arn_of, CheckpointTable, ConsumeOptions, StreamConsumer,
 };
@@ -20,9 +20,12 @@ use pipetel_processors::logger::{Logged, PipelineLogger};
 use pipetel_processors::processor::StreamProcessor;
 use pipetel_processors::queries::ProjectionReader;
 use pipetel_processors::replay::{
-    compare, decode_log, scan_all, write_projections, Projections, DEFAULT_SCAN_SEGMENTS,
+    compare, decode_log, dispatcher_owned, nothing_owned, scan_all, write_projections, Projections,
+    DEFAULT_SCAN_SEGMENTS,
 };
-use pipetel_processors::settings::{aws_config, load_rules};
+use pipetel_processors::retry::RetryDispatcher;
+use pipetel_processors::settings::{aws_config, load_rules, RetrySettings, Settings};
+use pipetel_processors::sweeper::Sweeper;
 use pipetel_processors::tables::{create_tables, Created, TableNames};
 
 /// Exit code when `verify` finds drift (1 is any error, 2 a usage error).
@@ -118,6 +121,39 @@ enum Command {
         /// Run date, YYYYMMDD (default: today, UTC).
         #[arg(long)]
         date: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Find silent jobs (hung, never started) and resolve breaches that are over (the
+    /// sla-sweeper Lambda's work, run once).
+    Sweep {
+        /// SNS topic for SLA alerts.
+        #[arg(long, env = "PIPETEL_ALERT_TOPIC_ARN")]
+        topic_arn: String,
+        /// Decide and report; publish and write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Sweep as of this time, e.g. 2026-06-25T07:00:00Z (default: now).
+        #[arg(long)]
+        now: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Resubmit due failed stages to their state machines (the retry-dispatcher Lambda's work,
+    /// run once); exit 1 if a resubmission failed.
+    Retry {
+        /// State machine for every source without its own.
+        #[arg(long, env = "PIPETEL_STATE_MACHINE_ARN")]
+        state_machine_arn: Option<String>,
+        /// Per-source state machines: source=arn,source=arn.
+        #[arg(long, env = "PIPETEL_STATE_MACHINES", default_value = "")]
+        state_machines: String,
+        /// List what would be resubmitted; resubmit and write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Run as of this time (default: now).
+        #[arg(long)]
+        now: Option<String>,
         #[arg(long)]
         json: bool,
     },
@@ -334,12 +370,14 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
                 "job_id",
                 &projections.rollups,
                 scan_all(&dynamodb, &tables.rollups, segments, none).await?,
+                nothing_owned,
             );
             drift.extend(compare(
                 &tables.failed_jobs,
                 "pk",
                 &projections.failed_jobs,
                 scan_all(&dynamodb, &tables.failed_jobs, segments, none).await?,
+                dispatcher_owned,
             ));
             output::drift(&drift, log.events.len(), json)?;
             if !drift.is_empty() {
@@ -372,6 +410,44 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
         }
         Command::Alerts { date, json } => {
             output::alerts(&reader().alerts(run_date(date.as_deref())?).await?, json)?;
+        }
+        Command::Sweep {
+            topic_arn,
+            dry_run,
+            now,
+            json,
+        } => {
+            let settings = Settings {
+                rollups_table: tables.rollups.clone(),
+                failed_jobs_table: tables.failed_jobs.clone(),
+                alerts_table: tables.alerts.clone(),
+                alert_topic_arn: topic_arn,
+                rules: rules(cli.aws.sla_rules.as_deref())?,
+            };
+            let report = Sweeper::aws(&config, settings)
+                .run(timestamp(now.as_deref())?, dry_run)
+                .await?;
+            output::report(&report, json)?;
+        }
+        Command::Retry {
+            state_machine_arn,
+            state_machines,
+            dry_run,
+            now,
+            json,
+        } => {
+            let settings = RetrySettings {
+                failed_jobs_table: tables.failed_jobs.clone(),
+                state_machines: StateMachines::parse(state_machine_arn, &state_machines)?,
+                rules: rules(cli.aws.sla_rules.as_deref())?,
+            };
+            let report = RetryDispatcher::aws(&config, settings)
+                .run(timestamp(now.as_deref())?, dry_run)
+                .await?;
+            output::report(&report, json)?;
+            if report.failed() > 0 {
+                return Err(format!("{} resubmissions failed", report.failed()).into());
+            }
         }
         Command::Tables {
             action: TablesAction::Create,
@@ -447,6 +523,13 @@ fn rules(path: Option<&std::path::Path>) -> Result<SlaRules, BoxError> {
         }
         None => Ok(load_rules()?),
     }
+}
+
+fn timestamp(value: Option<&str>) -> Result<Timestamp, BoxError> {
+    Ok(match value {
+        Some(value) => Timestamp::parse("now", value)?,
+        None => Timestamp::from_datetime(chrono::Utc::now()),
+    })
 }
 
 fn run_date(value: Option<&str>) -> Result<RunDate, BoxError> {

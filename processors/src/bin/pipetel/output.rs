@@ -25,6 +25,15 @@ fn or_dash(value: Option<impl ToString>) -> String {
     value.map_or_else(|| "-".to_owned(), |v| v.to_string())
 }
 
+/// A service run's report: its own text, or `--json`.
+pub fn report<T: Serialize + std::fmt::Display>(report: &T, json: bool) -> Result {
+    if json {
+        return print_json(report);
+    }
+    println!("{report}");
+    Ok(())
+}
+
 pub fn jobs(rollups: &[JobRollup], json: bool) -> Result {
     if json {
         return print_json(&rollups);
@@ -115,9 +124,17 @@ pub fn alerts(alerts: &[LedgerAlert], json: bool) -> Result {
 
 /// Alert messages as a subscriber received them.
 pub fn received(messages: &[AlertMessage]) {
-    let mut out = table(&["severity", "kind", "alert_id", "threshold", "observed"]);
+    let mut out = table(&[
+        "state",
+        "severity",
+        "kind",
+        "alert_id",
+        "threshold",
+        "observed",
+    ]);
     for message in messages {
         out.add_row(vec![
+            message.state.as_str().to_owned(),
             message.severity.as_str().to_owned(),
             message.kind.to_string(),
             message.alert_id.clone(),
