@@ -8,6 +8,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use aws_sdk_sqs::types::QueueAttributeName;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 /// How long moto may take to start listening.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -133,4 +137,46 @@ pub async fn sdk_config(endpoint: &str) -> aws_config::SdkConfig {
         ))
         .load()
         .await
+}
+
+/// The alert topic and an SQS queue subscribed to it with raw delivery (the body is the alert
+/// JSON): what an operator's subscription looks like, for the demo and the tests.
+pub async fn alert_topic_with_queue(
+    config: &aws_config::SdkConfig,
+    topic: &str,
+    queue: &str,
+) -> Result<(String, String), BoxError> {
+    let sns = aws_sdk_sns::Client::new(config);
+    let sqs = aws_sdk_sqs::Client::new(config);
+    let topic_arn = sns
+        .create_topic()
+        .name(topic)
+        .send()
+        .await?
+        .topic_arn
+        .ok_or("CreateTopic returned no ARN")?;
+    let queue_url = sqs
+        .create_queue()
+        .queue_name(queue)
+        .send()
+        .await?
+        .queue_url
+        .ok_or("CreateQueue returned no URL")?;
+    let queue_arn = sqs
+        .get_queue_attributes()
+        .queue_url(&queue_url)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await?
+        .attributes
+        .and_then(|mut a| a.remove(&QueueAttributeName::QueueArn))
+        .ok_or("GetQueueAttributes returned no ARN")?;
+    sns.subscribe()
+        .topic_arn(&topic_arn)
+        .protocol("sqs")
+        .endpoint(queue_arn)
+        .attributes("RawMessageDelivery", "true")
+        .send()
+        .await?;
+    Ok((topic_arn, queue_url))
 }

@@ -14,8 +14,12 @@ use pipetel_model::{
 };
 use serde::Serialize;
 
+use aws_config::SdkConfig;
+
+use crate::adapters::{DynamoProjectionStore, SnsAlertSink};
 use crate::decode::{error_chain, Change, DecodedRecord};
 use crate::ports::{AlertError, AlertSink, ProjectionStore, StoreError};
+use crate::settings::Settings;
 
 /// Jobs of one batch projected at once.
 pub const JOB_CONCURRENCY: usize = 16;
@@ -80,6 +84,28 @@ pub struct StreamProcessor<S, A> {
     store: S,
     alerts: A,
     rules: SlaRules,
+}
+
+impl StreamProcessor<DynamoProjectionStore, SnsAlertSink> {
+    /// The processor on the deployment's tables and topic (what the Lambda and `pipetel consume`
+    /// run).
+    pub fn aws(config: &SdkConfig, settings: Settings) -> Self {
+        let dynamodb = aws_sdk_dynamodb::Client::new(config);
+        Self::new(
+            DynamoProjectionStore::new(
+                dynamodb.clone(),
+                settings.rollups_table,
+                settings.failed_jobs_table,
+            ),
+            SnsAlertSink::new(
+                dynamodb,
+                aws_sdk_sns::Client::new(config),
+                settings.alerts_table,
+                settings.alert_topic_arn,
+            ),
+            settings.rules,
+        )
+    }
 }
 
 impl<S: ProjectionStore, A: AlertSink> StreamProcessor<S, A> {

@@ -17,6 +17,7 @@ pub const PENDING_BY_DUE: &str = "pending-by-due";
 pub const ALERTS_BY_RUN_DATE: &str = "by-run-date";
 
 type Item = HashMap<String, AttributeValue>;
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// An alert as the ledger records it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -96,16 +97,13 @@ impl ProjectionReader {
                             AttributeValue::S(status.to_owned()),
                         );
                 }
-                let items = query
+                let pages = query
                     .into_paginator()
                     .items()
                     .send()
                     .collect::<Vec<_>>()
                     .await;
-                items
-                    .into_iter()
-                    .map(|item| decode(table, "job_id", item.map_err(|e| aws(table, "Query", e))?))
-                    .collect::<Result<_, _>>()?
+                decode_all(table, "job_id", (pages, "Query"))?
             }
         };
         rollups.retain(|r| status.is_none_or(|s| r.status.as_str() == s));
@@ -124,7 +122,8 @@ impl ProjectionReader {
                 .unwrap_or_default(),
         );
         let items = if state == RetryState::Pending {
-            self.client
+            let pages = self
+                .client
                 .query()
                 .table_name(table)
                 .index_name(PENDING_BY_DUE)
@@ -134,12 +133,11 @@ impl ProjectionReader {
                 .items()
                 .send()
                 .collect::<Vec<_>>()
-                .await
-                .into_iter()
-                .map(|i| i.map_err(|e| aws(table, "Query", e)))
-                .collect::<Result<Vec<_>, _>>()?
+                .await;
+            (boxed(pages), "Query")
         } else {
-            self.client
+            let pages = self
+                .client
                 .scan()
                 .table_name(table)
                 .filter_expression("retry_state = :state")
@@ -148,21 +146,17 @@ impl ProjectionReader {
                 .items()
                 .send()
                 .collect::<Vec<_>>()
-                .await
-                .into_iter()
-                .map(|i| i.map_err(|e| aws(table, "Scan", e)))
-                .collect::<Result<Vec<_>, _>>()?
+                .await;
+            (boxed(pages), "Scan")
         };
-        items
-            .into_iter()
-            .map(|item| decode(table, "pk", item))
-            .collect()
+        decode_all(table, "pk", items)
     }
 
     /// The alerts raised for one run date.
     pub async fn alerts(&self, run_date: RunDate) -> Result<Vec<LedgerAlert>, TableIoError> {
         let table = &self.alerts_table;
-        self.client
+        let pages = self
+            .client
             .query()
             .table_name(table)
             .index_name(ALERTS_BY_RUN_DATE)
@@ -172,11 +166,25 @@ impl ProjectionReader {
             .items()
             .send()
             .collect::<Vec<_>>()
-            .await
-            .into_iter()
-            .map(|item| decode(table, "alert_id", item.map_err(|e| aws(table, "Query", e))?))
-            .collect()
+            .await;
+        decode_all(table, "alert_id", (pages, "Query"))
     }
+}
+
+fn boxed<E: Into<BoxError>>(pages: Vec<Result<Item, E>>) -> Vec<Result<Item, BoxError>> {
+    pages.into_iter().map(|r| r.map_err(Into::into)).collect()
+}
+
+/// The items of a paginated read (with the operation's name for errors), decoded.
+fn decode_all<T: DeserializeOwned, E: Into<BoxError>>(
+    table: &str,
+    key: &str,
+    (pages, operation): (Vec<Result<Item, E>>, &'static str),
+) -> Result<Vec<T>, TableIoError> {
+    pages
+        .into_iter()
+        .map(|item| decode(table, key, item.map_err(|e| aws(table, operation, e))?))
+        .collect()
 }
 
 fn decode<T: DeserializeOwned>(table: &str, key: &str, item: Item) -> Result<T, TableIoError> {
@@ -191,11 +199,7 @@ fn decode<T: DeserializeOwned>(table: &str, key: &str, item: Item) -> Result<T, 
     })
 }
 
-fn aws(
-    table: &str,
-    operation: &'static str,
-    source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
-) -> TableIoError {
+fn aws(table: &str, operation: &'static str, source: impl Into<BoxError>) -> TableIoError {
     TableIoError::Aws {
         table: table.to_owned(),
         operation,

@@ -4,6 +4,8 @@ use aws_config::retry::RetryConfig;
 use aws_config::{BehaviorVersion, SdkConfig};
 use pipetel_model::{ConfigError, SlaRules, DEFAULT_RULES_TOML};
 
+use crate::tables::TableNames;
+
 use crate::adapters::StateMachines;
 
 /// Attempts per AWS request (throttling and transient errors are retried with backoff by the SDK).
@@ -36,6 +38,17 @@ pub struct Settings {
 }
 
 impl Settings {
+    /// The settings of a deployment whose tables are named as in the template (`pipetel` CLI).
+    pub fn for_tables(tables: &TableNames, alert_topic_arn: String, rules: SlaRules) -> Self {
+        Self {
+            rollups_table: tables.rollups.clone(),
+            failed_jobs_table: tables.failed_jobs.clone(),
+            alerts_table: tables.alerts.clone(),
+            alert_topic_arn,
+            rules,
+        }
+    }
+
     pub fn from_env() -> Result<Self, SettingsError> {
         Ok(Self {
             rollups_table: required("PIPETEL_ROLLUPS_TABLE")?,

@@ -29,7 +29,7 @@ pub const ROLLUPS_TABLE: &str = "job-rollups";
 pub const FAILED_JOBS_TABLE: &str = "failed-jobs";
 pub const ALERTS_TABLE: &str = "sla-alerts";
 
-pub use pipetel_processors::local::{sdk_config, Moto};
+pub use pipetel_processors::local::{alert_topic_with_queue, sdk_config, Moto};
 
 /// A moto server started from the repository's `.venv` (the README's test command installs it).
 pub fn start_moto() -> Moto {
@@ -60,50 +60,17 @@ impl Stack {
         create_tables(&dynamodb, "").await.unwrap();
         let stream_arn = stream_arn_of(&dynamodb, EVENTS_TABLE).await.unwrap();
 
-        let sns = aws_sdk_sns::Client::new(&config);
-        let sqs = aws_sdk_sqs::Client::new(&config);
-        let topic_arn = sns
-            .create_topic()
-            .name("sla-alerts")
-            .send()
-            .await
-            .unwrap()
-            .topic_arn
-            .unwrap();
-        let queue_url = sqs
-            .create_queue()
-            .queue_name("alerts")
-            .send()
-            .await
-            .unwrap()
-            .queue_url
-            .unwrap();
-        let queue_arn = sqs
-            .get_queue_attributes()
-            .queue_url(&queue_url)
-            .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
-            .send()
-            .await
-            .unwrap()
-            .attributes
-            .unwrap()[&aws_sdk_sqs::types::QueueAttributeName::QueueArn]
-            .clone();
-        sns.subscribe()
-            .topic_arn(&topic_arn)
-            .protocol("sqs")
-            .endpoint(queue_arn)
-            .attributes("RawMessageDelivery", "true")
-            .send()
+        let (topic_arn, queue_url) = alert_topic_with_queue(&config, "sla-alerts", "alerts")
             .await
             .unwrap();
         Self {
             streams: aws_sdk_dynamodbstreams::Client::new(&config),
             sfn: aws_sdk_sfn::Client::new(&config),
+            sns: aws_sdk_sns::Client::new(&config),
+            sqs: aws_sdk_sqs::Client::new(&config),
             moto,
             config,
             dynamodb,
-            sns,
-            sqs,
             topic_arn,
             queue_url,
             stream_arn,

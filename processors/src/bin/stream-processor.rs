@@ -2,7 +2,6 @@
 #![forbid(unsafe_code)]
 
 use lambda_runtime::{run, service_fn, Error};
-use pipetel_processors::adapters::{DynamoProjectionStore, SnsAlertSink};
 use pipetel_processors::handler::handle;
 use pipetel_processors::processor::StreamProcessor;
 use pipetel_processors::settings::{aws_config, Settings};
@@ -12,20 +11,6 @@ async fn main() -> Result<(), Error> {
     lambda_runtime::tracing::init_default_subscriber();
     let settings = Settings::from_env()?;
     let config = aws_config(None).await;
-    let dynamodb = aws_sdk_dynamodb::Client::new(&config);
-    let processor = StreamProcessor::new(
-        DynamoProjectionStore::new(
-            dynamodb.clone(),
-            settings.rollups_table,
-            settings.failed_jobs_table,
-        ),
-        SnsAlertSink::new(
-            dynamodb,
-            aws_sdk_sns::Client::new(&config),
-            settings.alerts_table,
-            settings.alert_topic_arn,
-        ),
-        settings.rules,
-    );
+    let processor = StreamProcessor::aws(&config, settings);
     run(service_fn(|event| handle(&processor, event))).await
 }

@@ -4,22 +4,20 @@
 //! hour later the sla-sweeper and the retry dispatcher (moto Step Functions); then what an
 //! operator sees: rollups, the retry queue, and the alerts received.
 
-use aws_sdk_sqs::types::QueueAttributeName;
 use chrono::{DateTime, Duration, Timelike, Utc};
 use pipetel_model::{
     AlertMessage, Name, RetryState, RunDate, SlaRules, StageEvent, Status, Timestamp, JOB_STAGE,
 };
-use pipetel_processors::adapters::{
-    DynamoProjectionStore, DynamoRetryQueue, SnsAlertSink, StateMachines, StepFunctionsTarget,
-};
+use pipetel_processors::adapters::{DynamoRetryQueue, StateMachines, StepFunctionsTarget};
 use pipetel_processors::consumer::{
     stream_arn_of, CheckpointTable, ConsumeOptions, StreamConsumer,
 };
-use pipetel_processors::local::{ensure_venv, repo_root, sdk_config, Moto};
+use pipetel_processors::local::{alert_topic_with_queue, ensure_venv, repo_root, sdk_config, Moto};
 use pipetel_processors::logger::put_event;
 use pipetel_processors::processor::StreamProcessor;
 use pipetel_processors::queries::ProjectionReader;
 use pipetel_processors::retry::RetryDispatcher;
+use pipetel_processors::settings::Settings;
 use pipetel_processors::sweeper::Sweeper;
 use pipetel_processors::tables::{create_tables, TableNames};
 
@@ -52,7 +50,7 @@ pub async fn run() -> Result<(), BoxError> {
         "▶ created {} tables from infra/template.yaml",
         created.len()
     );
-    let (topic_arn, queue_url) = subscribe_queue(&config).await?;
+    let (topic_arn, queue_url) = alert_topic_with_queue(&config, "sla-alerts", "operators").await?;
     println!("▶ SQS queue subscribed to the sla-alerts topic");
 
     let now = Utc::now().with_nanosecond(0).unwrap_or_else(Utc::now);
@@ -67,16 +65,8 @@ pub async fn run() -> Result<(), BoxError> {
         day.run_date
     );
 
-    let processor = StreamProcessor::new(
-        DynamoProjectionStore::new(dynamodb.clone(), &tables.rollups, &tables.failed_jobs),
-        SnsAlertSink::new(
-            dynamodb.clone(),
-            aws_sdk_sns::Client::new(&config),
-            &tables.alerts,
-            &topic_arn,
-        ),
-        rules,
-    );
+    let settings = Settings::for_tables(&tables, topic_arn, rules);
+    let processor = StreamProcessor::aws(&config, settings.clone());
     let consumer = StreamConsumer::new(
         aws_sdk_dynamodbstreams::Client::new(&config),
         CheckpointTable::new(dynamodb.clone(), &tables.checkpoints),
@@ -96,16 +86,7 @@ pub async fn run() -> Result<(), BoxError> {
 
     let later = Timestamp::from_datetime(now + Duration::minutes(30));
     println!("\n▶ 30 minutes later ({later}): the scheduled functions run");
-    let sweeper = Sweeper::new(
-        DynamoProjectionStore::new(dynamodb.clone(), &tables.rollups, &tables.failed_jobs),
-        SnsAlertSink::new(
-            dynamodb.clone(),
-            aws_sdk_sns::Client::new(&config),
-            &tables.alerts,
-            &topic_arn,
-        ),
-        SlaRules::from_toml(&day.rules_toml())?,
-    );
+    let sweeper = Sweeper::aws(&config, settings.clone());
     println!(
         "\nsla-sweeper (pipetel sweep)\n{}",
         sweeper.run(later, false).await?
@@ -126,7 +107,7 @@ pub async fn run() -> Result<(), BoxError> {
             sfn.clone(),
             StateMachines::parse(Some(machine.clone()), "")?,
         ),
-        SlaRules::from_toml(&day.rules_toml())?.retry().clone(),
+        settings.rules.retry().clone(),
     );
     println!(
         "\nretry-dispatcher (pipetel retry --dry-run)\n{}",
@@ -199,43 +180,6 @@ pub async fn run() -> Result<(), BoxError> {
     println!("\n▶ stopping moto");
     drop(moto);
     Ok(())
-}
-
-/// An SQS queue subscribed to a new alert topic (raw delivery: the body is the alert JSON).
-async fn subscribe_queue(config: &aws_config::SdkConfig) -> Result<(String, String), BoxError> {
-    let sns = aws_sdk_sns::Client::new(config);
-    let sqs = aws_sdk_sqs::Client::new(config);
-    let topic_arn = sns
-        .create_topic()
-        .name("sla-alerts")
-        .send()
-        .await?
-        .topic_arn
-        .ok_or("CreateTopic returned no ARN")?;
-    let queue_url = sqs
-        .create_queue()
-        .queue_name("operators")
-        .send()
-        .await?
-        .queue_url
-        .ok_or("CreateQueue returned no URL")?;
-    let queue_arn = sqs
-        .get_queue_attributes()
-        .queue_url(&queue_url)
-        .attribute_names(QueueAttributeName::QueueArn)
-        .send()
-        .await?
-        .attributes
-        .and_then(|mut a| a.remove(&QueueAttributeName::QueueArn))
-        .ok_or("GetQueueAttributes returned no ARN")?;
-    sns.subscribe()
-        .topic_arn(&topic_arn)
-        .protocol("sqs")
-        .endpoint(queue_arn)
-        .attributes("RawMessageDelivery", "true")
-        .send()
-        .await?;
-    Ok((topic_arn, queue_url))
 }
 
 /// Every alert message waiting in the queue.

@@ -11,7 +11,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use pipetel_model::{RetryState, RunDate, SlaRules, Status, Timestamp};
-use pipetel_processors::adapters::{DynamoProjectionStore, SnsAlertSink, StateMachines};
+use pipetel_processors::adapters::StateMachines;
 use pipetel_processors::consumer::{
     stream_arn_of, CheckpointTable, ConsumeOptions, StreamConsumer,
 };
@@ -292,17 +292,9 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
             topic_arn,
             batch_size,
         } => {
-            let rules = rules(cli.aws.sla_rules.as_deref())?;
-            let processor = StreamProcessor::new(
-                DynamoProjectionStore::new(dynamodb.clone(), &tables.rollups, &tables.failed_jobs),
-                SnsAlertSink::new(
-                    dynamodb.clone(),
-                    aws_sdk_sns::Client::new(&config),
-                    &tables.alerts,
-                    topic_arn,
-                ),
-                rules,
-            );
+            let settings =
+                Settings::for_tables(&tables, topic_arn, rules(cli.aws.sla_rules.as_deref())?);
+            let processor = StreamProcessor::aws(&config, settings);
             let stream_arn = stream_arn_of(&dynamodb, &tables.events).await?;
             let consumer = StreamConsumer::new(
                 aws_sdk_dynamodbstreams::Client::new(&config),
@@ -417,13 +409,8 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
             now,
             json,
         } => {
-            let settings = Settings {
-                rollups_table: tables.rollups.clone(),
-                failed_jobs_table: tables.failed_jobs.clone(),
-                alerts_table: tables.alerts.clone(),
-                alert_topic_arn: topic_arn,
-                rules: rules(cli.aws.sla_rules.as_deref())?,
-            };
+            let settings =
+                Settings::for_tables(&tables, topic_arn, rules(cli.aws.sla_rules.as_deref())?);
             let report = Sweeper::aws(&config, settings)
                 .run(timestamp(now.as_deref())?, dry_run)
                 .await?;
