@@ -90,21 +90,8 @@ impl StreamProcessor<DynamoProjectionStore, SnsAlertSink> {
     /// The processor on the deployment's tables and topic (what the Lambda and `pipetel consume`
     /// run).
     pub fn aws(config: &SdkConfig, settings: Settings) -> Self {
-        let dynamodb = aws_sdk_dynamodb::Client::new(config);
-        Self::new(
-            DynamoProjectionStore::new(
-                dynamodb.clone(),
-                settings.rollups_table,
-                settings.failed_jobs_table,
-            ),
-            SnsAlertSink::new(
-                dynamodb,
-                aws_sdk_sns::Client::new(config),
-                settings.alerts_table,
-                settings.alert_topic_arn,
-            ),
-            settings.rules,
-        )
+        let (store, alerts) = crate::adapters::deployed(config, &settings);
+        Self::new(store, alerts, settings.rules)
     }
 }
 

@@ -93,21 +93,8 @@ pub struct Sweeper<R, A> {
 impl Sweeper<DynamoProjectionStore, SnsAlertSink> {
     /// The sweeper on the deployment's tables and topic (what the Lambda and `pipetel sweep` run).
     pub fn aws(config: &SdkConfig, settings: Settings) -> Self {
-        let dynamodb = aws_sdk_dynamodb::Client::new(config);
-        Self::new(
-            DynamoProjectionStore::new(
-                dynamodb.clone(),
-                settings.rollups_table,
-                settings.failed_jobs_table,
-            ),
-            SnsAlertSink::new(
-                dynamodb,
-                aws_sdk_sns::Client::new(config),
-                settings.alerts_table,
-                settings.alert_topic_arn,
-            ),
-            settings.rules,
-        )
+        let (store, alerts) = crate::adapters::deployed(config, &settings);
+        Self::new(store, alerts, settings.rules)
     }
 }
 

@@ -26,3 +26,24 @@ where
         .and_then(|e| e.code())
         .is_some_and(|code| code == "ConditionalCheckFailedException")
 }
+
+/// The projection store and alert sink of a deployment, on one DynamoDB client.
+pub fn deployed(
+    config: &aws_config::SdkConfig,
+    settings: &crate::settings::Settings,
+) -> (DynamoProjectionStore, SnsAlertSink) {
+    let dynamodb = aws_sdk_dynamodb::Client::new(config);
+    (
+        DynamoProjectionStore::new(
+            dynamodb.clone(),
+            &settings.rollups_table,
+            &settings.failed_jobs_table,
+        ),
+        SnsAlertSink::new(
+            dynamodb,
+            aws_sdk_sns::Client::new(config),
+            &settings.alerts_table,
+            &settings.alert_topic_arn,
+        ),
+    )
+}
