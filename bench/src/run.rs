@@ -1,0 +1,58 @@
+//! One pass of a Lambda event through the processor, in process, against the in-memory store:
+//! exactly the handler's path (parse the event, decode and validate each record, group and fold
+//! per job, plan and issue the projection writes), timed in two phases, with the requests counted.
+
+use std::time::{Duration, Instant};
+
+use pipetel_model::{SlaRules, Timestamp};
+use pipetel_processors::adapters::memory::{MemoryAlerts, MemoryStore};
+use pipetel_processors::decode::{decode_raw, StreamBatch};
+use pipetel_processors::processor::{BatchReport, StreamProcessor};
+
+/// What one pass did and how long each phase took.
+#[derive(Debug, Clone)]
+pub struct Pass {
+    /// Parsing the event JSON, decoding and validating every record.
+    pub decode: Duration,
+    /// Grouping and folding per job, deriving projections and alerts, issuing the writes.
+    pub project: Duration,
+    pub report: BatchReport,
+    /// Projection store requests: one `BatchGetItem`, then puts.
+    pub reads: usize,
+    /// Alerts raised (each a conditional claim in the ledger, then a publish).
+    pub alert_writes: usize,
+}
+
+impl Pass {
+    pub fn total(&self) -> Duration {
+        self.decode + self.project
+    }
+
+    /// Rollup and retry-queue puts plus alert claims: the writes the batch issues.
+    pub fn writes(&self) -> usize {
+        self.report.rollup_writes + self.report.failed_job_writes + self.alert_writes
+    }
+}
+
+/// Runs `event` (Lambda event JSON) through a processor with empty in-memory projections.
+pub async fn pass(event: &[u8], rules: &SlaRules, wall_clock: Timestamp) -> Pass {
+    let processor = StreamProcessor::new(
+        MemoryStore::default(),
+        MemoryAlerts::default(),
+        rules.clone(),
+    );
+    let started = Instant::now();
+    let batch: StreamBatch =
+        serde_json::from_slice(event).expect("a Lambda DynamoDB Streams event");
+    let records = batch.records.iter().map(|raw| decode_raw(raw)).collect();
+    let decoded = Instant::now();
+    let report = processor.process(records, wall_clock).await;
+    let projected = Instant::now();
+    Pass {
+        decode: decoded - started,
+        project: projected - decoded,
+        report,
+        reads: processor.store().requests.reads(),
+        alert_writes: processor.alerts().requests.writes(),
+    }
+}
