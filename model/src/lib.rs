@@ -12,7 +12,7 @@ mod values;
 
 pub use error::{ConfigError, EventError};
 pub use event::{
-    event_sk, job_id, parse_job_id, EventItem, EventKey, Lane, StageEvent, JOB_STAGE,
+    event_sk, job_id, parse_job_id, EventItem, EventItemRef, EventKey, Lane, StageEvent, JOB_STAGE,
     MAX_ERROR_DETAILS_CHARS, MAX_ERROR_SUMMARY_CHARS,
 };
 pub use rollup::{
