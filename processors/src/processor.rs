@@ -288,7 +288,9 @@ fn add_event(
             job.state
                 .apply(event)
                 .expect("events are grouped by their own job_id");
-            job.lanes.insert(event.lane().clone());
+            if !job.lanes.contains(event.lane()) {
+                job.lanes.insert(event.lane().clone());
+            }
         }
         None => {
             index.insert(job_id.clone(), jobs.len());
