@@ -1,6 +1,6 @@
 //! Immutable stage events and their keys, as stored in the `pipeline-logs` table.
 
-use std::fmt;
+use std::fmt::{self, Write as _};
 
 use serde::{Deserialize, Serialize};
 
@@ -16,7 +16,15 @@ pub const MAX_ERROR_DETAILS_CHARS: usize = 1000;
 
 /// `job_id` = `{source}#{run_date}`: groups all stages of one run.
 pub fn job_id(source: &Name, run_date: RunDate) -> String {
-    format!("{source}#{run_date}")
+    let mut id = String::new();
+    write_job_id(&mut id, source, run_date);
+    id
+}
+
+/// Appends the [`job_id`] to `out`, so that a caller looking up the job of every event can reuse
+/// one buffer.
+pub fn write_job_id(out: &mut String, source: &Name, run_date: RunDate) {
+    write!(out, "{source}#{run_date}").expect("writing to a String cannot fail");
 }
 
 /// Splits a `job_id` back into its source and run date.

@@ -12,8 +12,8 @@ mod values;
 
 pub use error::{ConfigError, EventError};
 pub use event::{
-    event_sk, job_id, parse_job_id, EventItem, EventItemRef, EventKey, Lane, StageEvent, JOB_STAGE,
-    MAX_ERROR_DETAILS_CHARS, MAX_ERROR_SUMMARY_CHARS,
+    event_sk, job_id, parse_job_id, write_job_id, EventItem, EventItemRef, EventKey, Lane,
+    StageEvent, JOB_STAGE, MAX_ERROR_DETAILS_CHARS, MAX_ERROR_SUMMARY_CHARS,
 };
 pub use rollup::{
     fold_by_job, FailedJob, JobMismatch, JobRollup, JobState, JobStatus, LastFailure, RetryPolicy,
