@@ -108,7 +108,7 @@ enum ChangeKind {
     Insert,
     /// The item re-put with its failure details filled in.
     Modify {
-        old: StageEvent,
+        old: Box<StageEvent>,
     },
     /// TTL expiry of the item.
     Remove,
@@ -259,7 +259,9 @@ impl Log<'_> {
             let summary = event.error_summary().unwrap_or_default().to_owned();
             self.writes.push(Write {
                 written_at: written_at + Duration::seconds(2),
-                change: ChangeKind::Modify { old: event.clone() },
+                change: ChangeKind::Modify {
+                    old: Box::new(event.clone()),
+                },
                 event: event.clone().with_error(&summary, Some(TRACEBACK)),
             });
         }
