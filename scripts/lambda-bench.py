@@ -55,6 +55,7 @@ class Invocation:
         self.response = None
         self.peak_kib = None
         self.done = threading.Event()
+        self.stopped = threading.Event()
 
 
 def peak_rss_kib(pid):
@@ -72,9 +73,9 @@ def runtime_api(invocation):
                 self.send_error(404)
                 return
             if invocation.first_next is not None:
-                # The event was handed out; the next one never comes (the run ends first).
-                invocation.done.wait(RUN_TIMEOUT_S)
-                self.send_error(503)
+                # The event was handed out: the next one never comes, the process is stopped first.
+                invocation.stopped.wait(RUN_TIMEOUT_S)
+                self.close_connection = True
                 return
             invocation.first_next = time.monotonic()
             self.send_response(200)
@@ -156,6 +157,7 @@ def one_run(binary, event, endpoint):
     finally:
         process.kill()
         process.wait()
+        invocation.stopped.set()
         server.shutdown()
     if "batchItemFailures" not in invocation.response or invocation.response["batchItemFailures"]:
         raise SystemExit(f"the invocation did not succeed: {invocation.response}")

@@ -11,6 +11,10 @@ use pipetel_processors::adapters::memory::{MemoryAlerts, MemoryStore};
 use pipetel_processors::decode::{decode_raw, Change, DecodedRecord, StreamBatch};
 use pipetel_processors::processor::StreamProcessor;
 
+/// The Lambda binary's allocator, so that the figures are the Lambda's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const RECORDS: usize = 1000;
 const SEED: u64 = 7;
 

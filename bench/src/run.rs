@@ -65,6 +65,8 @@ pub async fn pass(event: &[u8], rules: &SlaRules, wall_clock: Timestamp) -> Pass
 
     let projecting = Instant::now();
     let report = processor.process(records, wall_clock).await;
+    // Freeing the event is part of the invocation too.
+    drop(batch);
     let projected = Instant::now();
     Pass {
         decode: decoded - started,
