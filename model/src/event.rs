@@ -1,6 +1,6 @@
 //! Immutable stage events and their keys, as stored in the `pipeline-logs` table.
 
-use std::fmt;
+use std::fmt::{self, Write as _};
 
 use serde::{Deserialize, Serialize};
 
@@ -16,7 +16,15 @@ pub const MAX_ERROR_DETAILS_CHARS: usize = 1000;
 
 /// `job_id` = `{source}#{run_date}`: groups all stages of one run.
 pub fn job_id(source: &Name, run_date: RunDate) -> String {
-    format!("{source}#{run_date}")
+    let mut id = String::new();
+    write_job_id(&mut id, source, run_date);
+    id
+}
+
+/// Appends the [`job_id`] to `out`, so that a caller looking up the job of every event can reuse
+/// one buffer.
+pub fn write_job_id(out: &mut String, source: &Name, run_date: RunDate) {
+    write!(out, "{source}#{run_date}").expect("writing to a String cannot fail");
 }
 
 /// Splits a `job_id` back into its source and run date.
@@ -141,6 +149,48 @@ pub struct EventItem {
     pub ttl: Option<i64>,
 }
 
+impl EventItem {
+    pub fn borrowed(&self) -> EventItemRef<'_> {
+        EventItemRef {
+            pk: &self.pk,
+            sk: &self.sk,
+            job_id: &self.job_id,
+            source: &self.source,
+            category: self.category.as_deref(),
+            stage: &self.stage,
+            run_date: &self.run_date,
+            status: &self.status,
+            timestamp: &self.timestamp,
+            file_fingerprint: self.file_fingerprint.as_deref(),
+            error_summary: self.error_summary.as_deref(),
+            error_details: self.error_details.as_deref(),
+            execution_id: self.execution_id.as_deref(),
+            attempt: self.attempt,
+            ttl: self.ttl,
+        }
+    }
+}
+
+/// An [`EventItem`] borrowed from wherever it was read (absent optionals as `None`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventItemRef<'a> {
+    pub pk: &'a str,
+    pub sk: &'a str,
+    pub job_id: &'a str,
+    pub source: &'a str,
+    pub category: Option<&'a str>,
+    pub stage: &'a str,
+    pub run_date: &'a str,
+    pub status: &'a str,
+    pub timestamp: &'a str,
+    pub file_fingerprint: Option<&'a str>,
+    pub error_summary: Option<&'a str>,
+    pub error_details: Option<&'a str>,
+    pub execution_id: Option<&'a str>,
+    pub attempt: Option<u32>,
+    pub ttl: Option<i64>,
+}
+
 /// A validated, immutable stage event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StageEvent {
@@ -212,32 +262,45 @@ impl StageEvent {
     /// the fields they are built from. Over-long error texts are truncated, not rejected, so a
     /// writer that forgot to truncate does not lose its failure event.
     pub fn from_item(item: EventItem) -> Result<Self, EventError> {
-        let source = Name::parse("source", &item.source)?;
+        Self::from_item_ref(item.borrowed())
+    }
+
+    /// [`StageEvent::from_item`] on an item borrowed from where it was read, so that only what the
+    /// event keeps is copied (the stream processor's decoder reads items straight from JSON).
+    pub fn from_item_ref(item: EventItemRef<'_>) -> Result<Self, EventError> {
+        let source = Name::parse("source", item.source)?;
         let category = item
             .category
-            .as_deref()
             .map(|c| Name::parse("category", c))
             .transpose()?;
-        let stage = Name::parse("stage", &item.stage)?;
-        let run_date = RunDate::parse(&item.run_date)?;
-        let status = Status::parse_for_stage(&item.status, stage.as_str())?;
-        let at = Timestamp::parse("timestamp", &item.timestamp)?;
+        let stage = Name::parse("stage", item.stage)?;
+        let run_date = RunDate::parse(item.run_date)?;
+        let status = Status::parse_for_stage(item.status, stage.as_str())?;
+        let at = Timestamp::parse("timestamp", item.timestamp)?;
         let event = Self::new(source, category, stage, run_date, status, at)?;
 
-        let expected_pk = event.pk();
-        check_key("pk", &item.pk, &expected_pk)?;
-        check_key("sk", &item.sk, &event.sk())?;
-        check_key("job_id", &item.job_id, &event.job_id())?;
+        // Parsed fields print back exactly as read, so the keys are checked against the item's
+        // own text, without building them (this runs for every event of every batch).
+        let pk_parts = [
+            Some(item.source),
+            item.category,
+            Some(item.stage),
+            Some(item.run_date),
+        ];
+        check_key("pk", item.pk, pk_parts.into_iter().flatten(), || event.pk())?;
+        check_key("sk", item.sk, [item.timestamp, item.status], || event.sk())?;
+        check_key("job_id", item.job_id, [item.source, item.run_date], || {
+            event.job_id()
+        })?;
 
+        let truncated = |text: Option<&str>, max_chars| {
+            text.map(|text| truncate_chars(text, max_chars).to_owned())
+        };
         Ok(Self {
-            file_fingerprint: item.file_fingerprint,
-            error_summary: item
-                .error_summary
-                .map(|s| truncate_owned(s, MAX_ERROR_SUMMARY_CHARS)),
-            error_details: item
-                .error_details
-                .map(|s| truncate_owned(s, MAX_ERROR_DETAILS_CHARS)),
-            execution_id: item.execution_id,
+            file_fingerprint: item.file_fingerprint.map(str::to_owned),
+            error_summary: truncated(item.error_summary, MAX_ERROR_SUMMARY_CHARS),
+            error_details: truncated(item.error_details, MAX_ERROR_DETAILS_CHARS),
+            execution_id: item.execution_id.map(str::to_owned),
             attempt: item.attempt,
             ttl: item.ttl,
             ..event
@@ -326,22 +389,39 @@ impl StageEvent {
     }
 }
 
-fn check_key(field: &'static str, found: &str, expected: &str) -> Result<(), EventError> {
-    if found == expected {
+/// Checks that `found` is `parts` joined with `#`; `expected` builds the key for the error.
+fn check_key<'p>(
+    field: &'static str,
+    found: &str,
+    parts: impl IntoIterator<Item = &'p str>,
+    expected: impl FnOnce() -> String,
+) -> Result<(), EventError> {
+    if is_joined(found, parts) {
         Ok(())
     } else {
         Err(EventError::KeyMismatch {
             field,
             found: found.to_owned(),
-            expected: expected.to_owned(),
+            expected: expected(),
         })
     }
 }
 
-fn truncate_owned(mut text: String, max_chars: usize) -> String {
-    let keep = truncate_chars(&text, max_chars).len();
-    text.truncate(keep);
-    text
+/// `text == parts.join("#")`, without joining.
+fn is_joined<'p>(text: &str, parts: impl IntoIterator<Item = &'p str>) -> bool {
+    let mut rest = text;
+    for (i, part) in parts.into_iter().enumerate() {
+        let after_separator = if i == 0 {
+            Some(rest)
+        } else {
+            rest.strip_prefix('#')
+        };
+        match after_separator.and_then(|r| r.strip_prefix(part)) {
+            Some(after) => rest = after,
+            None => return false,
+        }
+    }
+    rest.is_empty()
 }
 
 #[cfg(test)]
@@ -374,6 +454,15 @@ mod tests {
         assert_eq!(event.job_id(), "sales#20260625");
         assert_eq!(event.lane().to_string(), "eu#extract");
         assert_eq!(event.to_item(), item());
+    }
+
+    #[test]
+    fn joined_keys_match_exactly() {
+        assert!(is_joined("a#b#c", ["a", "b", "c"]));
+        assert!(is_joined("", []));
+        for text in ["a#b", "a#b#c#", "a#bc", "ab#c", "a#b#cd", "#a#b#c"] {
+            assert!(!is_joined(text, ["a", "b", "c"]), "{text}");
+        }
     }
 
     #[test]

@@ -14,8 +14,8 @@ mod values;
 
 pub use error::{ConfigError, EventError};
 pub use event::{
-    event_sk, job_id, parse_job_id, EventItem, EventKey, Lane, StageEvent, JOB_STAGE,
-    MAX_ERROR_DETAILS_CHARS, MAX_ERROR_SUMMARY_CHARS,
+    event_sk, job_id, parse_job_id, write_job_id, EventItem, EventItemRef, EventKey, Lane,
+    StageEvent, JOB_STAGE, MAX_ERROR_DETAILS_CHARS, MAX_ERROR_SUMMARY_CHARS,
 };
 pub use retry::{execution_name, plan_retries, Dispatch, RetryInput, MAX_EXECUTION_NAME_CHARS};
 pub use rollup::{

@@ -6,6 +6,7 @@
 //! concurrent writers converges to the same state, and every projection is a function of that state.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::{self, Write as _};
 
 use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh3::Xxh3;
@@ -39,6 +40,67 @@ struct LaneState {
 }
 
 impl LaneState {
+    fn from_event(event: &StageEvent) -> Self {
+        let failure = (event.status() == Status::Failed).then(|| LastFailure {
+            at: event.timestamp(),
+            error_summary: event.error_summary().map(str::to_owned),
+            error_details: event.error_details().map(str::to_owned),
+        });
+        LaneState {
+            events: BTreeSet::from([event.key()]),
+            latest: Latest {
+                key: event.key(),
+                error_summary: event.error_summary().map(str::to_owned),
+                file_fingerprint: event.file_fingerprint().map(str::to_owned),
+            },
+            last_failure: failure,
+        }
+    }
+
+    /// Folds one event in: what merging `LaneState::from_event(event)` does, comparing the
+    /// registers by reference so that only a payload that wins is copied.
+    fn absorb(&mut self, event: &StageEvent) {
+        let key = event.key();
+        self.events.insert(key);
+        let latest = &self.latest;
+        if (key, event.error_summary(), event.file_fingerprint())
+            > (
+                latest.key,
+                latest.error_summary.as_deref(),
+                latest.file_fingerprint.as_deref(),
+            )
+        {
+            self.latest = Latest {
+                key,
+                error_summary: event.error_summary().map(str::to_owned),
+                file_fingerprint: event.file_fingerprint().map(str::to_owned),
+            };
+        }
+        if event.status() != Status::Failed {
+            return;
+        }
+        let failure = (
+            event.timestamp(),
+            event.error_summary(),
+            event.error_details(),
+        );
+        let newer = self.last_failure.as_ref().is_none_or(|last| {
+            failure
+                > (
+                    last.at,
+                    last.error_summary.as_deref(),
+                    last.error_details.as_deref(),
+                )
+        });
+        if newer {
+            self.last_failure = Some(LastFailure {
+                at: event.timestamp(),
+                error_summary: event.error_summary().map(str::to_owned),
+                error_details: event.error_details().map(str::to_owned),
+            });
+        }
+    }
+
     fn merge(&mut self, other: LaneState) {
         self.events.extend(other.events);
         if other.latest > self.latest {
@@ -72,33 +134,30 @@ pub struct JobMismatch {
 
 impl JobState {
     pub fn from_event(event: &StageEvent) -> Self {
-        let mut failure = None;
-        if event.status() == Status::Failed {
-            failure = Some(LastFailure {
-                at: event.timestamp(),
-                error_summary: event.error_summary().map(str::to_owned),
-                error_details: event.error_details().map(str::to_owned),
-            });
-        }
-        let lane = LaneState {
-            events: BTreeSet::from([event.key()]),
-            latest: Latest {
-                key: event.key(),
-                error_summary: event.error_summary().map(str::to_owned),
-                file_fingerprint: event.file_fingerprint().map(str::to_owned),
-            },
-            last_failure: failure,
-        };
         Self {
             source: event.source().clone(),
             run_date: event.run_date(),
-            lanes: BTreeMap::from([(event.lane().clone(), lane)]),
+            lanes: BTreeMap::from([(event.lane().clone(), LaneState::from_event(event))]),
         }
     }
 
-    /// Folds one event in. Equivalent to merging `JobState::from_event(event)`.
+    /// Folds one event in. Equivalent to merging `JobState::from_event(event)`, without building
+    /// that state: this runs once per event of every batch.
     pub fn apply(&mut self, event: &StageEvent) -> Result<(), JobMismatch> {
-        self.merge(Self::from_event(event))
+        if (&self.source, self.run_date) != (event.source(), event.run_date()) {
+            return Err(JobMismatch {
+                ours: self.job_id(),
+                theirs: event.job_id(),
+            });
+        }
+        match self.lanes.get_mut(event.lane()) {
+            Some(lane) => lane.absorb(event),
+            None => {
+                self.lanes
+                    .insert(event.lane().clone(), LaneState::from_event(event));
+            }
+        }
+        Ok(())
     }
 
     /// Joins two states of the same job.
@@ -140,26 +199,22 @@ impl JobState {
     /// A digest of the whole state: equal states have equal revisions. Stored with the rollup and
     /// used as its optimistic-concurrency version (a pure function of the events, unlike a counter).
     pub fn revision(&self) -> String {
-        let mut h = Xxh3::new();
-        let mut field = |s: &str| {
-            h.update(s.as_bytes());
-            h.update(&[0x1f]);
-        };
+        let mut digest = Digest::default();
         for (lane, state) in &self.lanes {
-            field(&lane.to_string());
+            digest.printed(lane);
             for key in &state.events {
-                field(&key.sk());
+                digest.printed(format_args!("{}#{}", key.at, key.status));
             }
-            field(state.latest.error_summary.as_deref().unwrap_or("\u{0}"));
-            field(state.latest.file_fingerprint.as_deref().unwrap_or("\u{0}"));
+            digest.field(state.latest.error_summary.as_deref().unwrap_or("\u{0}"));
+            digest.field(state.latest.file_fingerprint.as_deref().unwrap_or("\u{0}"));
             if let Some(f) = &state.last_failure {
-                field(&f.at.to_string());
-                field(f.error_summary.as_deref().unwrap_or("\u{0}"));
-                field(f.error_details.as_deref().unwrap_or("\u{0}"));
+                digest.printed(f.at);
+                digest.field(f.error_summary.as_deref().unwrap_or("\u{0}"));
+                digest.field(f.error_details.as_deref().unwrap_or("\u{0}"));
             }
-            field("\u{1e}");
+            digest.field("\u{1e}");
         }
-        format!("{:016x}", h.digest())
+        format!("{:016x}", digest.hasher.digest())
     }
 
     /// Rebuilds the state stored in a rollup item (inverse of [`JobRollup::from_state`]).
@@ -193,6 +248,28 @@ impl JobState {
             run_date: rollup.run_date,
             lanes,
         })
+    }
+}
+
+/// The revision's digest: fields, each followed by a unit separator. Printed fields go through one
+/// reused buffer, since a revision prints every event key of the job.
+#[derive(Default)]
+struct Digest {
+    hasher: Xxh3,
+    text: String,
+}
+
+impl Digest {
+    fn field(&mut self, text: &str) {
+        self.hasher.update(text.as_bytes());
+        self.hasher.update(&[0x1f]);
+    }
+
+    fn printed(&mut self, value: impl fmt::Display) {
+        self.text.clear();
+        write!(self.text, "{value}").expect("writing to a String cannot fail");
+        self.hasher.update(self.text.as_bytes());
+        self.hasher.update(&[0x1f]);
     }
 }
 

@@ -6,7 +6,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use chrono::{DateTime, Datelike, NaiveDate, NaiveTime, TimeZone, Utc};
+use chrono::{DateTime, Datelike, NaiveDate, NaiveTime, TimeZone, Timelike, Utc};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::error::EventError;
@@ -100,13 +100,22 @@ impl RunDate {
 
 impl fmt::Display for RunDate {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{:04}{:02}{:02}",
-            self.0.year(),
-            self.0.month(),
-            self.0.day()
-        )
+        // Digit by digit, not through `write!`'s padding: every job id and event key prints one.
+        let mut text = *b"00000000";
+        let year = u32::try_from(self.0.year()).ok().filter(|y| *y <= 9999);
+        let Some(year) = year else {
+            return write!(
+                f,
+                "{:04}{:02}{:02}",
+                self.0.year(),
+                self.0.month(),
+                self.0.day()
+            );
+        };
+        put_digits(&mut text[0..4], year);
+        put_digits(&mut text[4..6], self.0.month());
+        put_digits(&mut text[6..8], self.0.day());
+        f.write_str(ascii(&text))
     }
 }
 
@@ -191,7 +200,20 @@ impl Timestamp {
 
 impl fmt::Display for Timestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0.format("%Y-%m-%dT%H:%M:%SZ"))
+        // Digit by digit rather than through `format`, which interprets its pattern on every call:
+        // every event key and revision prints timestamps, so this is on the fold's hot path.
+        let (date, time) = (self.0.date_naive(), self.0.time());
+        let Some(year) = u32::try_from(date.year()).ok().filter(|y| *y <= 9999) else {
+            return write!(f, "{}", self.0.format("%Y-%m-%dT%H:%M:%SZ"));
+        };
+        let mut text = *b"0000-00-00T00:00:00Z";
+        put_digits(&mut text[0..4], year);
+        put_digits(&mut text[5..7], date.month());
+        put_digits(&mut text[8..10], date.day());
+        put_digits(&mut text[11..13], time.hour());
+        put_digits(&mut text[14..16], time.minute());
+        put_digits(&mut text[17..19], time.second());
+        f.write_str(ascii(&text))
     }
 }
 
@@ -286,6 +308,19 @@ impl Ord for Status {
     }
 }
 
+/// Writes `n` as decimal digits filling `out`, zero-padded (the caller sizes `out` to fit `n`).
+fn put_digits(out: &mut [u8], mut n: u32) {
+    for digit in out.iter_mut().rev() {
+        *digit = b'0' + (n % 10) as u8;
+        n /= 10;
+    }
+}
+
+/// Text made by [`put_digits`] into an ASCII template.
+fn ascii(text: &[u8]) -> &str {
+    std::str::from_utf8(text).expect("digits and ASCII punctuation")
+}
+
 /// Value of ASCII digits already checked by the caller.
 fn digits(b: &[u8]) -> u32 {
     b.iter().fold(0, |n, d| n * 10 + u32::from(d - b'0'))
@@ -328,6 +363,9 @@ mod tests {
     fn run_dates_are_real_calendar_dates() {
         assert_eq!(RunDate::parse("20240229").unwrap().to_string(), "20240229");
         assert_eq!(RunDate::parse("20000229").unwrap().to_string(), "20000229");
+        assert_eq!(RunDate::parse("00010101").unwrap().to_string(), "00010101");
+        let far = NaiveDate::from_ymd_opt(12345, 6, 7).unwrap();
+        assert_eq!(RunDate::from_date(far).to_string(), "123450607");
         for bad in [
             "20230229",
             "19000229",
@@ -351,6 +389,15 @@ mod tests {
                 .unwrap()
                 .to_string(),
             "2024-02-29T23:59:59Z"
+        );
+        let far = Timestamp::from_epoch_seconds(400_000_000_000).unwrap();
+        assert_eq!(
+            far.to_string(),
+            far.0.format("%Y-%m-%dT%H:%M:%SZ").to_string()
+        );
+        assert_eq!(
+            Timestamp::from_epoch_seconds(0).unwrap().to_string(),
+            "1970-01-01T00:00:00Z"
         );
         for bad in [
             "2026-06-25T11:30:56",

@@ -222,3 +222,37 @@ fn backoff_doubles_and_is_capped() {
     );
     assert_eq!(p.backoff_seconds(200), 21600);
 }
+
+/// The revision is stored with every rollup and compared on every write: its digest must stay
+/// exactly the fields below, in this order, however it is computed.
+#[test]
+fn the_revision_digests_each_lane_printed_field_by_field() {
+    let rollup = rollup(&[
+        ev("sales", "eu#extract", Running, "01:00:00"),
+        ev("sales", "eu#extract", Done, "01:10:00").with_file_fingerprint("sha256:9f2c"),
+        ev("sales", "eu#clean", Running, "01:10:05"),
+        ev("sales", "eu#clean", Failed, "01:15:00").with_error("schema drift", Some("row 17")),
+        ev("sales", "job", Running, "00:59:00"),
+    ]);
+    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+    let mut field = |text: &str| {
+        hasher.update(text.as_bytes());
+        hasher.update(&[0x1f]);
+    };
+    // Lane order: by category (none first), then stage.
+    let mut lanes: Vec<_> = rollup.stages.iter().collect();
+    lanes.sort_by_key(|(lane, _)| pipetel_model::Lane::parse(lane).unwrap());
+    for (lane, stage) in lanes {
+        field(lane);
+        stage.events.iter().for_each(|sk| field(sk));
+        field(stage.error_summary.as_deref().unwrap_or("\u{0}"));
+        field(stage.file_fingerprint.as_deref().unwrap_or("\u{0}"));
+        if let Some(failure) = &stage.last_failure {
+            field(&failure.at.to_string());
+            field(failure.error_summary.as_deref().unwrap_or("\u{0}"));
+            field(failure.error_details.as_deref().unwrap_or("\u{0}"));
+        }
+        field("\u{1e}");
+    }
+    assert_eq!(rollup.revision, format!("{:016x}", hasher.digest()));
+}

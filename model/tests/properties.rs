@@ -140,6 +140,24 @@ proptest! {
         prop_assert_eq!(states_projections(merged), projections(&events));
     }
 
+    /// Folding an event in is merging the event's own state.
+    #[test]
+    fn apply_is_merging_the_event_state((events, noisy, _) in arb_history()) {
+        let merged = |events: &[StageEvent]| {
+            let mut jobs: BTreeMap<String, JobState> = BTreeMap::new();
+            for event in events {
+                let state = JobState::from_event(event);
+                match jobs.get_mut(&event.job_id()) {
+                    Some(mine) => mine.merge(state).unwrap(),
+                    None => { jobs.insert(event.job_id(), state); }
+                }
+            }
+            jobs
+        };
+        prop_assert_eq!(fold_by_job(&events), merged(&events));
+        prop_assert_eq!(fold_by_job(&noisy), merged(&noisy));
+    }
+
     /// Merge is idempotent, commutative and associative on states.
     #[test]
     fn merge_is_a_semilattice(parts in prop::array::uniform3(prop::collection::vec(arb_event_of(vec!["sales"], vec!["20260625"]), 1..15))) {

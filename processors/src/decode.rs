@@ -1,7 +1,10 @@
 //! Decoding stream records, one at a time, so one bad record can never fail a whole batch.
 
+use std::borrow::Cow;
+
 use aws_lambda_events::event::dynamodb::EventRecord;
-use pipetel_model::{EventError, EventItem, StageEvent, Timestamp};
+use pipetel_model::{EventError, EventItem, EventItemRef, StageEvent, Timestamp};
+use serde::de::IgnoredAny;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
@@ -49,8 +52,13 @@ pub struct DecodedRecord {
     pub change: Change,
 }
 
-/// Decodes a record of a Lambda event.
+/// Decodes a record of a Lambda event. A well-formed record is read straight from its JSON, as
+/// this runs for every record of every batch; any other is parsed into the Lambda event shape and
+/// decoded by [`decode_record`], so it is set aside for the same reason as before.
 pub fn decode_raw(raw: &RawValue) -> DecodedRecord {
+    if let Some(decoded) = decode_well_formed(raw) {
+        return decoded;
+    }
     match serde_json::from_str::<EventRecord>(raw.get()) {
         Ok(record) => decode_record(record),
         Err(err) => DecodedRecord {
@@ -92,6 +100,143 @@ pub fn decode_record(record: EventRecord) -> DecodedRecord {
 fn decode_image(image: serde_dynamo::Item) -> Result<StageEvent, DecodeError> {
     let item: EventItem = serde_dynamo::from_item(image).map_err(DecodeError::Item)?;
     StageEvent::from_item(item).map_err(DecodeError::Invalid)
+}
+
+/// The record decoded, if it is a REMOVE, or an INSERT or MODIFY whose NewImage has every
+/// contract attribute of its type (the outcome may still be an event that breaks the contract);
+/// `None` for anything else, left to [`decode_record`] to classify.
+fn decode_well_formed(raw: &RawValue) -> Option<DecodedRecord> {
+    let record: RecordJson = serde_json::from_str(raw.get()).ok()?;
+    let stream = record.change;
+    let change = match (record.event_name, stream.new_image) {
+        ("REMOVE", _) => Change::Removed,
+        ("INSERT" | "MODIFY", Some(image)) => match StageEvent::from_item_ref(image.item()?) {
+            Ok(event) => Change::Event(Box::new(event)),
+            Err(err) => Change::Malformed(DecodeError::Invalid(err)),
+        },
+        _ => return None,
+    };
+    // Whole seconds, as `decode_record` keeps them; absent, or at or before the epoch: unknown.
+    let written_at = match stream.approximate_creation_date_time {
+        Some(seconds) => Some(Timestamp::from_epoch_seconds(seconds.trunc() as i64)?)
+            .filter(|at| at.epoch_seconds() > 0),
+        None => None,
+    };
+    Some(DecodedRecord {
+        sequence_number: Some(stream.sequence_number?.to_owned()),
+        written_at,
+        change,
+    })
+}
+
+/// What the processor reads of a Lambda stream record, borrowed from its JSON: the NewImage goes
+/// straight into an [`EventItemRef`] instead of an attribute map, Keys and OldImage are skipped. The
+/// fields the Lambda event shape requires are required here too.
+#[derive(Deserialize)]
+struct RecordJson<'a> {
+    #[serde(rename = "eventName")]
+    event_name: &'a str,
+    #[serde(rename = "dynamodb", borrow)]
+    change: StreamRecordJson<'a>,
+    #[serde(rename = "awsRegion")]
+    _aws_region: IgnoredAny,
+    #[serde(rename = "eventID")]
+    _event_id: IgnoredAny,
+}
+
+#[derive(Deserialize)]
+struct StreamRecordJson<'a> {
+    /// Seconds since the epoch, possibly with a fraction.
+    #[serde(rename = "ApproximateCreationDateTime", default)]
+    approximate_creation_date_time: Option<f64>,
+    #[serde(rename = "SequenceNumber", default)]
+    sequence_number: Option<&'a str>,
+    #[serde(rename = "NewImage", default, borrow)]
+    new_image: Option<ImageJson<'a>>,
+    #[serde(rename = "SizeBytes")]
+    _size_bytes: IgnoredAny,
+}
+
+/// A DynamoDB JSON attribute value, of the types a stage event item uses.
+#[derive(Deserialize)]
+enum Attribute<'a> {
+    S(#[serde(borrow)] Cow<'a, str>),
+    N(&'a str),
+    #[serde(rename = "NULL")]
+    Null(IgnoredAny),
+}
+
+/// A NewImage in DynamoDB JSON: the attributes of an [`EventItem`]; others are skipped.
+#[derive(Deserialize)]
+struct ImageJson<'a> {
+    #[serde(borrow, default)]
+    pk: Option<Attribute<'a>>,
+    #[serde(borrow, default)]
+    sk: Option<Attribute<'a>>,
+    #[serde(borrow, default)]
+    job_id: Option<Attribute<'a>>,
+    #[serde(borrow, default)]
+    source: Option<Attribute<'a>>,
+    #[serde(borrow, default)]
+    category: Option<Attribute<'a>>,
+    #[serde(borrow, default)]
+    stage: Option<Attribute<'a>>,
+    #[serde(borrow, default)]
+    run_date: Option<Attribute<'a>>,
+    #[serde(borrow, default)]
+    status: Option<Attribute<'a>>,
+    #[serde(borrow, default)]
+    timestamp: Option<Attribute<'a>>,
+    #[serde(borrow, default)]
+    file_fingerprint: Option<Attribute<'a>>,
+    #[serde(borrow, default)]
+    error_summary: Option<Attribute<'a>>,
+    #[serde(borrow, default)]
+    error_details: Option<Attribute<'a>>,
+    #[serde(borrow, default)]
+    execution_id: Option<Attribute<'a>>,
+    #[serde(borrow, default)]
+    attempt: Option<Attribute<'a>>,
+    #[serde(borrow, default)]
+    ttl: Option<Attribute<'a>>,
+}
+
+impl ImageJson<'_> {
+    /// The item as `serde_dynamo` reads it (strings from S, numbers from N, NULL or absence as
+    /// `None` where optional); `None` where it would not read one.
+    fn item(&self) -> Option<EventItemRef<'_>> {
+        fn text<'a>(value: &'a Option<Attribute>) -> Option<Option<&'a str>> {
+            match value {
+                None | Some(Attribute::Null(_)) => Some(None),
+                Some(Attribute::S(text)) => Some(Some(text)),
+                Some(Attribute::N(_)) => None,
+            }
+        }
+        fn number<T: std::str::FromStr>(value: &Option<Attribute>) -> Option<Option<T>> {
+            match value {
+                None | Some(Attribute::Null(_)) => Some(None),
+                Some(Attribute::N(number)) => number.parse().ok().map(Some),
+                Some(Attribute::S(_)) => None,
+            }
+        }
+        Some(EventItemRef {
+            pk: text(&self.pk)??,
+            sk: text(&self.sk)??,
+            job_id: text(&self.job_id)??,
+            source: text(&self.source)??,
+            category: text(&self.category)?,
+            stage: text(&self.stage)??,
+            run_date: text(&self.run_date)??,
+            status: text(&self.status)??,
+            timestamp: text(&self.timestamp)??,
+            file_fingerprint: text(&self.file_fingerprint)?,
+            error_summary: text(&self.error_summary)?,
+            error_details: text(&self.error_details)?,
+            execution_id: text(&self.execution_id)?,
+            attempt: number(&self.attempt)?,
+            ttl: number(&self.ttl)?,
+        })
+    }
 }
 
 /// Best effort: the sequence number of a record whose envelope did not decode, for the log.

@@ -3,6 +3,8 @@
 #![forbid(unsafe_code)]
 
 pub mod adapters;
+#[cfg(feature = "bench")]
+pub mod bench;
 pub mod consumer;
 pub mod decode;
 pub mod handler;

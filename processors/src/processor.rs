@@ -10,7 +10,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use futures::stream::{self, StreamExt};
 use pipetel_model::{
-    FailedJob, JobMismatch, JobRollup, JobState, Lane, SlaRules, StageEvent, Timestamp,
+    write_job_id, FailedJob, JobMismatch, JobRollup, JobState, Lane, SlaRules, StageEvent,
+    Timestamp,
 };
 use serde::Serialize;
 
@@ -193,12 +194,16 @@ impl<S: ProjectionStore, A: AlertSink> StreamProcessor<S, A> {
     fn group(&self, records: Vec<DecodedRecord>, report: &mut BatchReport) -> Vec<JobBatch> {
         let mut jobs: Vec<JobBatch> = Vec::new();
         let mut index: HashMap<String, usize> = HashMap::new();
+        // The job id of each event is looked up in this buffer; only a new job's id is allocated.
+        let mut job_id = String::new();
         for record in records {
             match record.change {
                 Change::Event(event) => {
                     report.events += 1;
                     let sequence = record.sequence_number.unwrap_or_default();
-                    add_event(&mut jobs, &mut index, &event, sequence);
+                    job_id.clear();
+                    write_job_id(&mut job_id, event.source(), event.run_date());
+                    add_event(&mut jobs, &mut index, &job_id, &event, sequence);
                 }
                 Change::Removed => report.removed += 1,
                 Change::Malformed(err) => {
@@ -291,22 +296,24 @@ impl<S: ProjectionStore, A: AlertSink> StreamProcessor<S, A> {
 fn add_event(
     jobs: &mut Vec<JobBatch>,
     index: &mut HashMap<String, usize>,
+    job_id: &str,
     event: &StageEvent,
     sequence: String,
 ) {
-    let job_id = event.job_id();
-    match index.get(&job_id) {
+    match index.get(job_id) {
         Some(&i) => {
             let job = &mut jobs[i];
             job.state
                 .apply(event)
                 .expect("events are grouped by their own job_id");
-            job.lanes.insert(event.lane().clone());
+            if !job.lanes.contains(event.lane()) {
+                job.lanes.insert(event.lane().clone());
+            }
         }
         None => {
-            index.insert(job_id.clone(), jobs.len());
+            index.insert(job_id.to_owned(), jobs.len());
             jobs.push(JobBatch {
-                job_id,
+                job_id: job_id.to_owned(),
                 first_sequence: sequence,
                 state: JobState::from_event(event),
                 lanes: BTreeSet::from([event.lane().clone()]),

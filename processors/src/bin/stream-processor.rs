@@ -6,6 +6,10 @@ use pipetel_processors::handler::handle;
 use pipetel_processors::processor::StreamProcessor;
 use pipetel_processors::settings::{aws_config, Settings};
 
+/// mimalloc rather than glibc's malloc: decoding and folding allocate per record (BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     lambda_runtime::tracing::init_default_subscriber();
