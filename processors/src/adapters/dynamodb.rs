@@ -181,16 +181,7 @@ impl RollupsByDate for DynamoProjectionStore {
             table,
         )
         .await?;
-        items
-            .into_iter()
-            .map(|item| {
-                serde_dynamo::from_item(item.clone()).map_err(|source| StoreError::Corrupt {
-                    table: table.clone(),
-                    key: key_of(&item, "job_id"),
-                    source: source.into(),
-                })
-            })
-            .collect()
+        decode_items(table, "job_id", items)
     }
 }
 
@@ -224,16 +215,7 @@ impl RetryQueue for DynamoRetryQueue {
             table,
         )
         .await?;
-        items
-            .into_iter()
-            .map(|item| {
-                serde_dynamo::from_item(item.clone()).map_err(|source| StoreError::Corrupt {
-                    table: table.clone(),
-                    key: key_of(&item, "pk"),
-                    source: source.into(),
-                })
-            })
-            .collect()
+        decode_items(table, "pk", items)
     }
 
     async fn mark_dispatched(
@@ -309,6 +291,24 @@ fn unavailable(
         operation,
         source: source.into(),
     }
+}
+
+/// Items read back, decoded; one that is not a valid projection is [`StoreError::Corrupt`].
+fn decode_items<T: serde::de::DeserializeOwned>(
+    table: &str,
+    key: &str,
+    items: Vec<HashMap<String, AttributeValue>>,
+) -> Result<Vec<T>, StoreError> {
+    items
+        .into_iter()
+        .map(|item| {
+            serde_dynamo::from_item(item.clone()).map_err(|source| StoreError::Corrupt {
+                table: table.to_owned(),
+                key: key_of(&item, key),
+                source: source.into(),
+            })
+        })
+        .collect()
 }
 
 fn key_of(item: &HashMap<String, AttributeValue>, name: &str) -> String {

@@ -20,8 +20,8 @@ use pipetel_processors::logger::{Logged, PipelineLogger};
 use pipetel_processors::processor::StreamProcessor;
 use pipetel_processors::queries::ProjectionReader;
 use pipetel_processors::replay::{
-    compare, decode_log, dispatcher_owned, nothing_owned, scan_all, write_projections, Projections,
-    DEFAULT_SCAN_SEGMENTS,
+    compare, decode_log, dispatcher_owned, nothing_owned, scan_all, write_projections, LogContents,
+    Projections, DEFAULT_SCAN_SEGMENTS,
 };
 use pipetel_processors::retry::RetryDispatcher;
 use pipetel_processors::settings::{aws_config, load_rules, RetrySettings, Settings};
@@ -320,14 +320,8 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
             if into_prefix.is_some() {
                 create_tables(&dynamodb, &target.prefix).await?;
             }
-            let progress = progress_bar("reading the event log");
-            let items = scan_all(&dynamodb, &tables.events, segments, &|n| {
-                progress.inc(n as u64)
-            })
-            .await?;
-            progress.finish_and_clear();
-            let log = decode_log(items);
-            let projections = Projections::derive(&log.events, &rules);
+            let (log, projections) =
+                read_and_fold_log(&dynamodb, &tables.events, segments, &rules).await?;
             let requests = write_projections(
                 &dynamodb,
                 &target.rollups,
@@ -348,14 +342,8 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
         }
         Command::Verify { segments, json } => {
             let rules = rules(cli.aws.sla_rules.as_deref())?;
-            let progress = progress_bar("reading the event log");
-            let items = scan_all(&dynamodb, &tables.events, segments, &|n| {
-                progress.inc(n as u64)
-            })
-            .await?;
-            progress.finish_and_clear();
-            let log = decode_log(items);
-            let projections = Projections::derive(&log.events, &rules);
+            let (log, projections) =
+                read_and_fold_log(&dynamodb, &tables.events, segments, &rules).await?;
             let none = &|_| {};
             let mut drift = compare(
                 &tables.rollups,
@@ -499,6 +487,21 @@ async fn log(
         event = event.with_attempt(attempt);
     }
     Ok(logger.log(event).await?)
+}
+
+/// The whole event log (parallel Scan, a progress spinner on a terminal), decoded and folded.
+async fn read_and_fold_log(
+    dynamodb: &aws_sdk_dynamodb::Client,
+    table: &str,
+    segments: i32,
+    rules: &SlaRules,
+) -> Result<(LogContents, Projections), BoxError> {
+    let progress = progress_bar("reading the event log");
+    let items = scan_all(dynamodb, table, segments, &|n| progress.inc(n as u64)).await?;
+    progress.finish_and_clear();
+    let log = decode_log(items);
+    let projections = Projections::derive(&log.events, rules);
+    Ok((log, projections))
 }
 
 fn rules(path: Option<&std::path::Path>) -> Result<SlaRules, BoxError> {
