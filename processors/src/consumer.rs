@@ -159,6 +159,15 @@ pub struct ConsumeOptions {
     pub batch_size: Option<i32>,
 }
 
+impl ConsumeOptions {
+    /// Read every shard to its end, then stop.
+    pub const UNTIL_CAUGHT_UP: Self = Self {
+        until_caught_up: true,
+        max_records: None,
+        batch_size: None,
+    };
+}
+
 /// What a consumer run did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct ConsumeReport {

@@ -115,12 +115,8 @@ impl ProjectionReader {
     /// those are a filtered Scan.
     pub async fn failed_jobs(&self, state: RetryState) -> Result<Vec<FailedJob>, TableIoError> {
         let table = &self.failed_jobs_table;
-        let state_value = AttributeValue::S(
-            serde_json::to_value(state)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_owned))
-                .unwrap_or_default(),
-        );
+        let state_value: AttributeValue =
+            serde_dynamo::to_attribute_value(state).map_err(|e| aws(table, "Query", e))?;
         let items = if state == RetryState::Pending {
             let pages = self
                 .client

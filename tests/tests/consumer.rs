@@ -248,10 +248,7 @@ async fn events_from_a_plain_boto3_writer_are_projected_like_the_loggers() {
     );
 
     // Both streams, consumed into their own projections, give the same result.
-    let options = ConsumeOptions {
-        until_caught_up: true,
-        ..ConsumeOptions::default()
-    };
+    let options = ConsumeOptions::UNTIL_CAUGHT_UP;
     let rust_side = stack.processor(stack.dynamodb.clone(), rules());
     StreamConsumer::new(
         stack.streams.clone(),

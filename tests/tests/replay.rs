@@ -46,10 +46,7 @@ async fn live_stack() -> Stack {
         &stack.stream_arn,
         &processor,
     )
-    .run(ConsumeOptions {
-        until_caught_up: true,
-        ..ConsumeOptions::default()
-    })
+    .run(ConsumeOptions::UNTIL_CAUGHT_UP)
     .await
     .unwrap();
     stack

@@ -173,8 +173,30 @@ impl SnsAlertSink {
             .and_then(|state| state.as_s().ok().cloned()))
     }
 
-    async fn mark_published(
+    /// Publishes claimed messages (message, body, claim token) and marks each one sent under
+    /// `lease`, at its resolution time if it is one, else its detection time.
+    async fn publish_and_mark(
         &self,
+        claimed: &[(AlertMessage, String, String)],
+        lease: &Lease,
+        mut raised: Raised,
+    ) -> Result<Raised, AlertError> {
+        let published = self.publish(claimed).await;
+        for &(i, ref message_id) in &published.sent {
+            let (message, _, token) = &claimed[i];
+            let at = message.resolved_at.unwrap_or(message.detected_at);
+            self.mark_sent(lease, &message.alert_id, token, message_id, at)
+                .await?;
+            raised.published += 1;
+        }
+        published.failure.map_or(Ok(raised), Err)
+    }
+
+    /// Records that the message of a claim (`lease.token_attribute` = `token`) was sent. A
+    /// claimer whose lease ran out meanwhile only warns: the message may have gone out twice.
+    async fn mark_sent(
+        &self,
+        lease: &Lease,
         alert_id: &str,
         token: &str,
         message_id: &str,
@@ -185,10 +207,13 @@ impl SnsAlertSink {
             .update_item()
             .table_name(&self.ledger_table)
             .key("alert_id", AttributeValue::S(alert_id.to_owned()))
-            .update_expression("SET #state = :published, published_at = :at, message_id = :mid")
-            .condition_expression("claim_token = :token")
+            .update_expression(format!(
+                "SET #state = :done, {} = :at, {} = :mid",
+                lease.at_attribute, lease.message_id_attribute
+            ))
+            .condition_expression(format!("{} = :token", lease.token_attribute))
             .expression_attribute_names("#state", "state")
-            .expression_attribute_values(":published", AttributeValue::S(PUBLISHED.to_owned()))
+            .expression_attribute_values(":done", AttributeValue::S(lease.done_state.to_owned()))
             .expression_attribute_values(":at", AttributeValue::S(at.to_string()))
             .expression_attribute_values(":mid", AttributeValue::S(message_id.to_owned()))
             .expression_attribute_values(":token", AttributeValue::S(token.to_owned()))
@@ -197,16 +222,38 @@ impl SnsAlertSink {
         match result {
             Ok(_) => Ok(()),
             Err(err) if is_condition_failure(&err) => {
-                tracing::warn!(
-                    alert_id,
-                    "claim lease expired before publishing finished; the alert may be sent twice"
-                );
+                tracing::warn!(alert_id, "{}", lease.expired_warning);
                 Ok(())
             }
             Err(err) => Err(self.ledger_error("UpdateItem", err)),
         }
     }
 }
+
+/// The ledger attributes of one claimed step: publishing a breach, or publishing its resolution.
+struct Lease {
+    token_attribute: &'static str,
+    done_state: &'static str,
+    at_attribute: &'static str,
+    message_id_attribute: &'static str,
+    expired_warning: &'static str,
+}
+
+const PUBLISH_LEASE: Lease = Lease {
+    token_attribute: "claim_token",
+    done_state: PUBLISHED,
+    at_attribute: "published_at",
+    message_id_attribute: "message_id",
+    expired_warning: "claim lease expired before publishing finished; the alert may be sent twice",
+};
+
+const RESOLVE_LEASE: Lease = Lease {
+    token_attribute: "resolve_token",
+    done_state: RESOLVED,
+    at_attribute: "resolved_at",
+    message_id_attribute: "resolution_message_id",
+    expired_warning: "resolution lease expired before publishing finished; it may be sent twice",
+};
 
 impl AlertSink for SnsAlertSink {
     async fn raise(
@@ -224,14 +271,8 @@ impl AlertSink for SnsAlertSink {
                 None => raised.already_published += 1,
             }
         }
-        let published = self.publish(&claimed).await;
-        for &(i, ref message_id) in &published.sent {
-            let (message, _, token) = &claimed[i];
-            self.mark_published(&message.alert_id, token, message_id, detected_at)
-                .await?;
-            raised.published += 1;
-        }
-        published.failure.map_or(Ok(raised), Err)
+        self.publish_and_mark(&claimed, &PUBLISH_LEASE, raised)
+            .await
     }
 }
 
@@ -341,42 +382,6 @@ impl SnsAlertSink {
             Err(err) => Err(self.ledger_error("UpdateItem", err)),
         }
     }
-
-    async fn mark_resolved(
-        &self,
-        alert_id: &str,
-        token: &str,
-        message_id: &str,
-        at: Timestamp,
-    ) -> Result<(), AlertError> {
-        let result = self
-            .dynamodb
-            .update_item()
-            .table_name(&self.ledger_table)
-            .key("alert_id", AttributeValue::S(alert_id.to_owned()))
-            .update_expression(
-                "SET #state = :resolved, resolved_at = :at, resolution_message_id = :mid",
-            )
-            .condition_expression("resolve_token = :token")
-            .expression_attribute_names("#state", "state")
-            .expression_attribute_values(":resolved", AttributeValue::S(RESOLVED.to_owned()))
-            .expression_attribute_values(":at", AttributeValue::S(at.to_string()))
-            .expression_attribute_values(":mid", AttributeValue::S(message_id.to_owned()))
-            .expression_attribute_values(":token", AttributeValue::S(token.to_owned()))
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(err) if is_condition_failure(&err) => {
-                tracing::warn!(
-                    alert_id,
-                    "resolution lease expired before publishing finished; it may be sent twice"
-                );
-                Ok(())
-            }
-            Err(err) => Err(self.ledger_error("UpdateItem", err)),
-        }
-    }
 }
 
 impl AlertLedger for SnsAlertSink {
@@ -420,15 +425,8 @@ impl AlertLedger for SnsAlertSink {
                 None => raised.already_published += 1,
             }
         }
-        let published = self.publish(&claimed).await;
-        for &(i, ref message_id) in &published.sent {
-            let (message, _, token) = &claimed[i];
-            let at = message.resolved_at.unwrap_or(message.detected_at);
-            self.mark_resolved(&message.alert_id, token, message_id, at)
-                .await?;
-            raised.published += 1;
-        }
-        published.failure.map_or(Ok(raised), Err)
+        self.publish_and_mark(&claimed, &RESOLVE_LEASE, raised)
+            .await
     }
 }
 

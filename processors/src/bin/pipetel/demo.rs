@@ -56,12 +56,13 @@ pub async fn run() -> Result<(), BoxError> {
     let now = Utc::now().with_nanosecond(0).unwrap_or_else(Utc::now);
     let day = Day::ending(now);
     let rules = SlaRules::from_toml(&day.rules_toml())?;
-    for event in day.events()? {
-        put_event(&dynamodb, &tables.events, &event).await?;
+    let events = day.events()?;
+    for event in &events {
+        put_event(&dynamodb, &tables.events, event).await?;
     }
     println!(
         "▶ logged {} stage events: two good days, then run {} of 5 pipelines (a 6th, inventory, never starts)",
-        day.events()?.len(),
+        events.len(),
         day.run_date
     );
 
@@ -73,12 +74,7 @@ pub async fn run() -> Result<(), BoxError> {
         stream_arn_of(&dynamodb, &tables.events).await?,
         &processor,
     );
-    let report = consumer
-        .run(ConsumeOptions {
-            until_caught_up: true,
-            ..ConsumeOptions::default()
-        })
-        .await?;
+    let report = consumer.run(ConsumeOptions::UNTIL_CAUGHT_UP).await?;
     println!(
         "▶ consumer caught up: {} records in {} batches, {} rollup writes, {} alerts published",
         report.records, report.batches, report.rollup_writes, report.alerts_published
@@ -151,12 +147,7 @@ pub async fn run() -> Result<(), BoxError> {
         .with_attempt(2);
         put_event(&dynamodb, &tables.events, &event).await?;
     }
-    let report = consumer
-        .run(ConsumeOptions {
-            until_caught_up: true,
-            ..ConsumeOptions::default()
-        })
-        .await?;
+    let report = consumer.run(ConsumeOptions::UNTIL_CAUGHT_UP).await?;
     println!(
         "\n▶ the retried orders extract succeeded; consumer applied {} more records",
         report.records

@@ -130,14 +130,8 @@ enum Command {
         /// SNS topic for SLA alerts.
         #[arg(long, env = "PIPETEL_ALERT_TOPIC_ARN")]
         topic_arn: String,
-        /// Decide and report; publish and write nothing.
-        #[arg(long)]
-        dry_run: bool,
-        /// Sweep as of this time, e.g. 2026-06-25T07:00:00Z (default: now).
-        #[arg(long)]
-        now: Option<String>,
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        run: ScheduledRun,
     },
     /// Resubmit due failed stages to their state machines (the retry-dispatcher Lambda's work,
     /// run once); exit 1 if a resubmission failed.
@@ -148,14 +142,8 @@ enum Command {
         /// Per-source state machines: source=arn,source=arn.
         #[arg(long, env = "PIPETEL_STATE_MACHINES", default_value = "")]
         state_machines: String,
-        /// List what would be resubmitted; resubmit and write nothing.
-        #[arg(long)]
-        dry_run: bool,
-        /// Run as of this time (default: now).
-        #[arg(long)]
-        now: Option<String>,
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        run: ScheduledRun,
     },
     /// Manage the DynamoDB tables.
     Tables {
@@ -164,6 +152,19 @@ enum Command {
     },
     /// The local demo: moto on loopback, a realistic day of pipelines, the processors, the alerts.
     Demo,
+}
+
+/// One run of a scheduled function, by hand.
+#[derive(Args)]
+struct ScheduledRun {
+    /// Decide and report what would be done; publish, resubmit and write nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Run as of this time, e.g. 2026-06-25T07:00:00Z (default: now).
+    #[arg(long)]
+    now: Option<String>,
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Subcommand)]
@@ -391,25 +392,18 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
         Command::Alerts { date, json } => {
             output::alerts(&reader().alerts(run_date(date.as_deref())?).await?, json)?;
         }
-        Command::Sweep {
-            topic_arn,
-            dry_run,
-            now,
-            json,
-        } => {
+        Command::Sweep { topic_arn, run } => {
             let settings =
                 Settings::for_tables(&tables, topic_arn, rules(cli.aws.sla_rules.as_deref())?);
             let report = Sweeper::aws(&config, settings)
-                .run(timestamp(now.as_deref())?, dry_run)
+                .run(timestamp(run.now.as_deref())?, run.dry_run)
                 .await?;
-            output::report(&report, json)?;
+            output::report(&report, run.json)?;
         }
         Command::Retry {
             state_machine_arn,
             state_machines,
-            dry_run,
-            now,
-            json,
+            run,
         } => {
             let settings = RetrySettings {
                 failed_jobs_table: tables.failed_jobs.clone(),
@@ -417,9 +411,9 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
                 rules: rules(cli.aws.sla_rules.as_deref())?,
             };
             let report = RetryDispatcher::aws(&config, settings)
-                .run(timestamp(now.as_deref())?, dry_run)
+                .run(timestamp(run.now.as_deref())?, run.dry_run)
                 .await?;
-            output::report(&report, json)?;
+            output::report(&report, run.json)?;
             if report.failed() > 0 {
                 return Err(format!("{} resubmissions failed", report.failed()).into());
             }
